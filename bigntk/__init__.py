@@ -1,0 +1,30 @@
+"""bigntk: finite-width neural network kernels for any JAX function.
+
+The public API is what this module re-exports; everything else may change.
+"""
+
+from bigntk import errors as errors
+from bigntk.empirical import DEFAULT_NTK_IMPLEMENTATION as DEFAULT_NTK_IMPLEMENTATION
+from bigntk.empirical import EmpiricalKernel as EmpiricalKernel
+from bigntk.empirical import NtkImplementation as NtkImplementation
+from bigntk.empirical import empirical_kernel_fn as empirical_kernel_fn
+from bigntk.empirical import empirical_nngp_fn as empirical_nngp_fn
+from bigntk.empirical import empirical_ntk_fn as empirical_ntk_fn
+from bigntk.empirical import empirical_ntk_vp_fn as empirical_ntk_vp_fn
+from bigntk.taylor import linearize as linearize
+from bigntk.taylor import taylor_expand as taylor_expand
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "DEFAULT_NTK_IMPLEMENTATION",
+    "EmpiricalKernel",
+    "NtkImplementation",
+    "empirical_kernel_fn",
+    "empirical_nngp_fn",
+    "empirical_ntk_fn",
+    "empirical_ntk_vp_fn",
+    "errors",
+    "linearize",
+    "taylor_expand",
+]

@@ -1,0 +1,61 @@
+"""``NtkImplementation``: the ways of computing the empirical NTK."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+from bigntk.empirical._jacobian import ntk_jacobian_contraction
+from bigntk.empirical._ntk_vp import ntk_vector_products
+from bigntk.errors import UnsupportedImplementationError
+
+
+class NtkImplementation(enum.IntEnum):
+    """How the empirical NTK is computed; plain ints are accepted wherever this is.
+
+    * ``AUTO`` (0): pick the fastest for the shapes at hand (not available yet).
+    * ``JACOBIAN_CONTRACTION`` (1): materialise both Jacobians, contract them.
+      Usually fastest for small outputs and moderate parameter counts.
+    * ``NTK_VECTOR_PRODUCTS`` (2): JVPs of VJPs over a basis of outputs; never
+      materialises a Jacobian. Good when outputs are few and parameters many.
+    * ``STRUCTURED_DERIVATIVES`` (3): Jacobian structure of each primitive
+      (Novak et al., 2022) (not available yet).
+    """
+
+    AUTO = 0
+    JACOBIAN_CONTRACTION = 1
+    NTK_VECTOR_PRODUCTS = 2
+    STRUCTURED_DERIVATIVES = 3
+
+
+DEFAULT_NTK_IMPLEMENTATION = NtkImplementation.JACOBIAN_CONTRACTION
+
+_IMPLEMENTATIONS: dict[NtkImplementation, Callable] = {
+    NtkImplementation.JACOBIAN_CONTRACTION: ntk_jacobian_contraction,
+    NtkImplementation.NTK_VECTOR_PRODUCTS: ntk_vector_products,
+}
+
+
+def _supported() -> str:
+    return ", ".join(f"{i.name} ({int(i)})" for i in _IMPLEMENTATIONS)
+
+
+def get_implementation(implementation: int | str | NtkImplementation) -> Callable:
+    """The function computing the NTK for ``implementation``; clear errors otherwise."""
+    try:
+        if isinstance(implementation, str):
+            impl = NtkImplementation[implementation.upper()]
+        else:
+            impl = NtkImplementation(implementation)
+    except (KeyError, ValueError):
+        valid = ", ".join(f"{i.name} ({int(i)})" for i in NtkImplementation)
+        raise ValueError(
+            f"implementation must be one of {valid}, got {implementation!r} instead."
+        ) from None
+    if impl not in _IMPLEMENTATIONS:
+        raise UnsupportedImplementationError(
+            f"implementation={impl.name} ({int(impl)}) is not available in this version of "
+            f"bigntk. Supported: {_supported()}; e.g. pass "
+            "implementation=NtkImplementation.JACOBIAN_CONTRACTION."
+        )
+    return _IMPLEMENTATIONS[impl]

@@ -1,0 +1,42 @@
+"""Every exception bigntk raises on purpose.
+
+Each class also derives from the builtin exception a caller would naturally
+catch (``ValueError``, ``NotImplementedError``, ...), so ``except ValueError``
+keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BigNTKError",
+    "AxisSizeMismatchError",
+    "UnsupportedImplementationError",
+    "UnsupportedLayerError",
+    "LayerArgumentError",
+]
+
+
+class BigNTKError(Exception):
+    """Base class of every bigntk error."""
+
+
+class AxisSizeMismatchError(BigNTKError, ValueError):
+    """A traced or diagonal output axis has different sizes for x1 and x2."""
+
+
+class UnsupportedImplementationError(BigNTKError, NotImplementedError):
+    """The requested NTK implementation is not available (yet)."""
+
+
+class UnsupportedLayerError(BigNTKError, NotImplementedError):
+    """A ``bigntk.stax`` layer or argument has no implementation for this use.
+
+    For example, a closed-form ``kernel_fn`` requested for a layer other than
+    ``Dense``, ``Relu``, ``Erf``, ``Identity``, ``Flatten`` or ``serial``, or a
+    Neural Tangents argument (``padding='CIRCULAR'``, ...) bigntk does not
+    support.
+    """
+
+
+class LayerArgumentError(BigNTKError, ValueError):
+    """A ``bigntk.stax`` layer was built or called with an invalid argument."""
