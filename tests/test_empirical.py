@@ -1,0 +1,94 @@
+"""Every NTK implementation and the NNGP against the float64 oracle."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bigntk as nt
+from tests import models
+from tests.oracle import oracle
+
+IMPLEMENTATIONS = [
+    nt.NtkImplementation.JACOBIAN_CONTRACTION,
+    nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
+]
+
+
+def assert_kernels_match(got, expected, rtol=1e-9, atol=1e-9):
+    got = jax.tree.leaves(got)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(np.asarray(g), e, rtol=rtol, atol=atol)
+
+
+def to64(tree):
+    return jax.tree.map(
+        lambda v: v.astype(jnp.float64) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree
+    )
+
+
+@pytest.mark.parametrize("model", sorted(models.ALL))
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("vmap_axes", [None, 0])
+@pytest.mark.parametrize("x2_given", [True, False])
+@pytest.mark.parametrize("axes", [((-1,), ()), ((), ()), ((), (0,)), ((0,), ())])
+def test_models_against_oracle(model, implementation, vmap_axes, x2_given, axes):
+    f, params, x1, x2 = models.ALL[model]()
+    params, x1, x2 = to64(params), to64(x1), to64(x2)
+    trace_axes, diagonal_axes = axes
+    if (0 in trace_axes or 0 in diagonal_axes) and x2_given:
+        x2 = jax.tree.map(lambda a: a[::-1] * 0.5, x1)  # same count, other values
+    x2 = x2 if x2_given else None
+    kernel_fn = nt.empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)
+    got = kernel_fn(x1, x2, None, params)
+    nngp, ntk = oracle(f, params, x1, x2, trace_axes, diagonal_axes)
+    assert_kernels_match(got.nngp, nngp)
+    assert_kernels_match(got.ntk, ntk)
+
+
+def _disjoint_axis_pairs(ndim):
+    """Every (trace_axes, diagonal_axes) with disjoint axes: 3**ndim pairs."""
+    for roles in itertools.product("tdk", repeat=ndim):
+        yield (
+            tuple(k for k, r in enumerate(roles) if r == "t"),
+            tuple(k for k, r in enumerate(roles) if r == "d"),
+        )
+
+
+@pytest.mark.parametrize("axes", list(_disjoint_axis_pairs(4)), ids=str)
+@pytest.mark.parametrize(
+    "implementation,vmap_axes",
+    [(IMPLEMENTATIONS[0], None), (IMPLEMENTATIONS[1], 0)],
+)
+def test_every_trace_and_diagonal_combination_on_nhwc(axes, implementation, vmap_axes):
+    f, params, x1, x2 = models.conv_image_out()
+    params, x1, x2 = to64(params), to64(x1), to64(x2)
+    trace_axes, diagonal_axes = axes
+    kernel_fn = nt.empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)
+    got = kernel_fn(x1, x2, None, params)
+    nngp, ntk = oracle(f, params, x1, x2, trace_axes, diagonal_axes)
+    assert_kernels_match(got.nngp, nngp)
+    assert_kernels_match(got.ntk, ntk)
+
+
+@pytest.mark.parametrize(
+    "trace_axes,diagonal_axes,shape",
+    [
+        ((-1,), (), (3, 2, 4, 4, 3, 3)),
+        ((), (), (3, 2, 4, 4, 3, 3, 2, 2)),
+        ((-1,), (0,), (3, 4, 4, 3, 3)),
+        ((), (1,), (3, 2, 4, 3, 3, 2, 2)),
+        ((1, 2), (3,), (3, 2, 2)),
+        ((0,), (), (4, 4, 3, 3, 2, 2)),
+    ],
+)
+def test_nhwc_shapes(trace_axes, diagonal_axes, shape):
+    f, params, x1, _ = models.conv_image_out()
+    x1 = jnp.concatenate([x1, x1[:1]])  # N1 = 3
+    x2 = x1 if (0 in trace_axes or 0 in diagonal_axes) else x1[:2]
+    k = nt.empirical_kernel_fn(f, trace_axes, diagonal_axes)(x1, x2, None, params)
+    assert k.ntk.shape == shape and k.nngp.shape == shape
