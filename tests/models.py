@@ -1,4 +1,4 @@
-"""Small plain-JAX models (no bigntk.stax) with their parameters and inputs, for the oracle tests."""
+"""Small plain-JAX models (no bigntk.stax), their parameters and inputs, for oracle tests."""
 
 import jax
 import jax.numpy as jnp

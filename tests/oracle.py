@@ -36,9 +36,11 @@ def oracle(f, params, x1, x2, trace_axes=(-1,), diagonal_axes=(), kw1=None, kw2=
 
     def to64(t):
         return jax.tree.map(
-            lambda v: jnp.asarray(v, jnp.float64)
-            if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)
-            else v,
+            lambda v: (
+                jnp.asarray(v, jnp.float64)
+                if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)
+                else v
+            ),
             t,
         )
 

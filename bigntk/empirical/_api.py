@@ -55,11 +55,13 @@ def _canonical_get(get: None | str | Sequence[str]) -> tuple[tuple[str, ...], bo
 
 
 def _check_axes_arg(axes: Any, name: str) -> None:
-    if isinstance(axes, int) and not isinstance(axes, bool):
+    def is_int(a: Any) -> bool:
+        return isinstance(a, int) and not isinstance(a, bool)
+
+    if is_int(axes) or (
+        isinstance(axes, Sequence) and not isinstance(axes, str) and all(map(is_int, axes))
+    ):
         return
-    if isinstance(axes, Sequence) and not isinstance(axes, str):
-        if all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
-            return
     raise TypeError(f"{name} must be an int or a sequence of ints, got {axes!r} instead.")
 
 

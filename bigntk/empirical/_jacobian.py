@@ -36,4 +36,3 @@ def ntk_jacobian_contraction(pb: Problem) -> list:
             total = term if total is None else total + term
         out.append(total)
     return out
-

@@ -30,39 +30,46 @@ def _block(f1: Callable, f2: Callable, diff: list) -> jnp.ndarray:
     return cols.reshape(fx2.shape + cols.shape[1:])
 
 
+def _leaf_ntk(pb: Problem, o: int) -> jnp.ndarray:
+    """The NTK of output leaf ``o``."""
+    diff = pb.params.diff
+    spec = pb.specs[o]
+    n = spec.ndim
+
+    def leaf(g: Callable) -> Callable:
+        return lambda d: g(d)[o]
+
+    if pb.vmap is None:
+        block = _block(
+            leaf(lambda d: pb.call(d, pb.x1, pb.kw1)),
+            leaf(lambda d: pb.call(d, pb.x2, pb.kw2)),
+            diff,
+        )
+        labels = [Out(k, 2) for k in range(n)] + [Out(k, 1) for k in range(n)]
+        return contract([(block, labels)], spec, pb.ntk_dtypes[o])
+
+    b = pb.out_axes[o]
+    rest = [k for k in range(n) if k != b]
+    tail = [Out(k, 2) for k in rest] + [Out(k, 1) for k in rest]
+
+    def pair(g1: Callable, g2: Callable) -> jnp.ndarray:
+        return _block(leaf(g1), leaf(g2), diff)
+
+    side1, side2 = pb.sides()
+    if b in spec.trace or b in spec.diagonal:  # only pairs (i, i) are needed
+        block = pb.map_examples([side1, side2], pair)
+        labels = [Out(b, 0)] + tail
+    else:
+        block = pb.map_examples(
+            [side1], lambda g1: pb.map_examples([side2], lambda g2: pair(g1, g2))
+        )
+        labels = [Out(b, 1), Out(b, 2)] + tail
+    return contract([(block, labels)], spec, pb.ntk_dtypes[o])
+
+
 def ntk_vector_products(pb: Problem) -> list:
     """One NTK per output leaf, each of shape ``spec.result_shape``."""
-    diff = pb.params.diff
-    out = []
-    for o, (spec, dtype) in enumerate(zip(pb.specs, pb.ntk_dtypes, strict=True)):
-        n = spec.ndim
-        if pb.vmap is None:
-            block = _block(
-                lambda d: pb.call(d, pb.x1, pb.kw1)[o],
-                lambda d: pb.call(d, pb.x2, pb.kw2)[o],
-                diff,
-            )
-            labels = [Out(k, 2) for k in range(n)] + [Out(k, 1) for k in range(n)]
-        else:
-            b = pb.out_axes[o]
-            rest = [k for k in range(n) if k != b]
-            tail = [Out(k, 2) for k in rest] + [Out(k, 1) for k in rest]
-
-            def pair(g1, g2, o=o):
-                return _block(lambda d: g1(d)[o], lambda d: g2(d)[o], diff)
-
-            if b in spec.trace or b in spec.diagonal:
-                block = pb.map_examples(list(pb.sides()), pair)
-                labels = [Out(b, 0)] + tail
-            else:
-                side1, side2 = pb.sides()
-                block = pb.map_examples(
-                    [side1],
-                    lambda g1: pb.map_examples([side2], lambda g2: pair(g1, g2)),
-                )
-                labels = [Out(b, 1), Out(b, 2)] + tail
-        out.append(contract([(block, labels)], spec, dtype))
-    return out
+    return [_leaf_ntk(pb, o) for o in range(len(pb.specs))]
 
 
 def empirical_ntk_vp_fn(f: Callable, x1: Any, x2: Any, params: Any, **kwargs) -> Callable:

@@ -63,9 +63,7 @@ def out_axes_per_leaf(vm: VmapAxes, out_shapes: Any) -> list[int]:
     out = []
     for ax, s in zip(axes, shapes, strict=True):
         if not -len(s.shape) <= ax < len(s.shape):
-            raise ValueError(
-                f"vmap_axes gives batch axis {ax} for an output of shape {s.shape}."
-            )
+            raise ValueError(f"vmap_axes gives batch axis {ax} for an output of shape {s.shape}.")
         out.append(ax % len(s.shape))
     return out
 
