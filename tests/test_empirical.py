@@ -92,3 +92,66 @@ def test_nhwc_shapes(trace_axes, diagonal_axes, shape):
     x2 = x1 if (0 in trace_axes or 0 in diagonal_axes) else x1[:2]
     k = nt.empirical_kernel_fn(f, trace_axes, diagonal_axes)(x1, x2, None, params)
     assert k.ntk.shape == shape and k.nngp.shape == shape
+
+
+def _stax_nets():
+    from bigntk import stax
+
+    return {
+        "dense_erf": (
+            stax.serial(stax.Dense(8, b_std=0.1), stax.Erf(), stax.Dense(3, W_std=1.5)),
+            (3, 5),
+        ),
+        "residual_layernorm": (
+            stax.serial(
+                stax.Dense(8),
+                stax.FanOut(2),
+                stax.parallel(stax.serial(stax.Relu(), stax.Dense(8, b_std=0.2)), stax.Identity()),
+                stax.FanInSum(),
+                stax.LayerNorm(),
+                stax.Gelu(),
+                stax.Dense(2),
+            ),
+            (3, 4),
+        ),
+        "conv_pool": (
+            stax.serial(
+                stax.Conv(4, (3, 3), strides=(2, 2), padding="SAME", b_std=0.1),
+                stax.Tanh(),
+                stax.AvgPool((2, 2)),
+                stax.Conv(3, (2, 2)),
+                stax.Relu(),
+                stax.GlobalAvgPool(),
+                stax.Dense(2),
+            ),
+            (3, 9, 9, 2),
+        ),
+        "concat_flatten": (
+            stax.serial(
+                stax.Conv(3, (2, 2), padding="SAME"),
+                stax.FanOut(2),
+                stax.parallel(stax.Identity(), stax.Conv(2, (1, 1))),
+                stax.FanInConcat(),
+                stax.Flatten(),
+                stax.Dense(2),
+            ),
+            (3, 4, 4, 1),
+        ),
+    }
+
+
+@pytest.mark.parametrize("net", ["dense_erf", "residual_layernorm", "conv_pool", "concat_flatten"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("vmap_axes", [None, 0])
+def test_stax_networks_against_oracle(net, implementation, vmap_axes):
+    (init_fn, f, _), shape = _stax_nets()[net]
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(5), 3)
+    x1 = jax.random.normal(k1, shape, jnp.float64)
+    x2 = jax.random.normal(k2, shape, jnp.float64)
+    _, params = init_fn(k3, shape)
+    params = to64(params)
+    for axes in (((-1,), ()), ((), ())):
+        got = nt.empirical_kernel_fn(f, *axes, vmap_axes, implementation)(x1, x2, None, params)
+        nngp, ntk = oracle(f, params, x1, x2, *axes)
+        assert_kernels_match(got.nngp, nngp)
+        assert_kernels_match(got.ntk, ntk)
