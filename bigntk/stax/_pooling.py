@@ -1,0 +1,109 @@
+"""Average pooling layers: ``AvgPool`` and ``GlobalAvgPool`` (params ``()``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from bigntk.errors import LayerArgumentError, UnsupportedLayerError
+from bigntk.stax._layer import KernelFn, Layer, eval_output_shape
+
+__all__ = ["AvgPool", "GlobalAvgPool"]
+
+
+def _spatial_axes(ndim: int, batch_axis: int, channel_axis: int) -> tuple[int, ...]:
+    non_spatial = (batch_axis % ndim, channel_axis % ndim)
+    return tuple(i for i in range(ndim) if i not in non_spatial)
+
+
+def AvgPool(
+    window_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    normalize_edges: bool = False,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+) -> Layer:
+    """Average pooling over the spatial axes (all but batch and channel).
+
+    Args:
+        window_shape: spatial window, e.g. ``(2, 2)``.
+        strides: spatial strides; ``None`` means ones.
+        padding: ``'VALID'`` or ``'SAME'`` (``'CIRCULAR'`` is not supported).
+        normalize_edges: with ``'SAME'`` padding, ``True`` divides each sum by
+            the number of non-padding entries in its window (as
+            ``jax.example_libraries.stax.AvgPool``); ``False`` (Neural Tangents'
+            default) divides by ``prod(window_shape)`` everywhere.
+        batch_axis: batch axis of the inputs.
+        channel_axis: channel axis of the inputs.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``; ``kernel_fn`` raises
+        :class:`~bigntk.errors.UnsupportedLayerError`.
+    """
+    if padding == "CIRCULAR":
+        raise UnsupportedLayerError(
+            "AvgPool(padding='CIRCULAR') is not supported by bigntk.stax; use 'VALID' or 'SAME'."
+        )
+    if padding not in ("VALID", "SAME"):
+        raise LayerArgumentError(
+            f"expected AvgPool padding 'VALID' or 'SAME', got {padding!r} instead."
+        )
+    window_shape = tuple(window_shape)
+    strides = tuple(strides) if strides else (1,) * len(window_shape)
+
+    def full(values: tuple[int, ...], ndim: int) -> tuple[int, ...]:
+        spatial = _spatial_axes(ndim, batch_axis, channel_axis)
+        if len(spatial) != len(values):
+            raise LayerArgumentError(
+                f"expected inputs with {len(values)} spatial axes for AvgPool window "
+                f"{window_shape}, got {ndim}-dimensional inputs instead."
+            )
+        out = [1] * ndim
+        for axis, value in zip(spatial, values, strict=True):
+            out[axis] = value
+        return tuple(out)
+
+    def window_sum(x: jax.Array) -> jax.Array:
+        return lax.reduce_window(
+            x, 0.0, lax.add, full(window_shape, x.ndim), full(strides, x.ndim), padding
+        )
+
+    def apply_fn(params: Any, inputs: jax.Array, **kwargs: Any) -> jax.Array:
+        total = window_sum(inputs)
+        if normalize_edges and padding == "SAME":
+            return total / window_sum(jnp.ones_like(inputs))
+        return total / math.prod(window_shape)
+
+    def init_fn(rng: jax.Array, input_shape: Sequence[int]) -> tuple[Any, tuple[()]]:
+        return eval_output_shape(window_sum, input_shape, batch_axis=batch_axis), ()
+
+    return init_fn, apply_fn, KernelFn("AvgPool", None)
+
+
+def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
+    """Average over, and remove, all spatial axes.
+
+    Args:
+        batch_axis: batch axis of the inputs.
+        channel_axis: channel axis of the inputs.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``; ``(n, *spatial, c)`` inputs become
+        ``(n, c)`` (batch and channel keep their relative order). ``kernel_fn``
+        raises :class:`~bigntk.errors.UnsupportedLayerError`.
+    """
+
+    def init_fn(rng: jax.Array, input_shape: Sequence[int]) -> tuple[Any, tuple[()]]:
+        spatial = _spatial_axes(len(input_shape), batch_axis, channel_axis)
+        return tuple(d for i, d in enumerate(input_shape) if i not in spatial), ()
+
+    def apply_fn(params: Any, inputs: jax.Array, **kwargs: Any) -> jax.Array:
+        return jnp.mean(inputs, axis=_spatial_axes(inputs.ndim, batch_axis, channel_axis))
+
+    return init_fn, apply_fn, KernelFn("GlobalAvgPool", None)
