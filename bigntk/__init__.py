@@ -4,6 +4,7 @@ The public API is what this module re-exports; everything else may change.
 """
 
 from bigntk import errors as errors
+from bigntk import stax as stax
 from bigntk.empirical import DEFAULT_NTK_IMPLEMENTATION as DEFAULT_NTK_IMPLEMENTATION
 from bigntk.empirical import EmpiricalKernel as EmpiricalKernel
 from bigntk.empirical import NtkImplementation as NtkImplementation
@@ -26,5 +27,6 @@ __all__ = [
     "empirical_ntk_vp_fn",
     "errors",
     "linearize",
+    "stax",
     "taylor_expand",
 ]
