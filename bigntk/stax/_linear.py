@@ -22,7 +22,7 @@ from jax import lax
 
 from bigntk.errors import LayerArgumentError, UnsupportedLayerError
 from bigntk.stax import _closed_form
-from bigntk.stax._layer import KernelFn, Layer, eval_output_shape
+from bigntk.stax._layer import KernelFn, Layer, check_padding, eval_output_shape
 
 __all__ = ["Conv", "Dense"]
 
@@ -130,14 +130,7 @@ def Conv(
         :class:`~bigntk.errors.UnsupportedLayerError`.
     """
     parameterization = _check_parameterization(parameterization)
-    if padding == "CIRCULAR":
-        raise UnsupportedLayerError(
-            "Conv(padding='CIRCULAR') is not supported by bigntk.stax; use 'VALID' or 'SAME'."
-        )
-    if padding not in ("VALID", "SAME"):
-        raise LayerArgumentError(
-            f"expected Conv padding 'VALID' or 'SAME', got {padding!r} instead."
-        )
+    check_padding("Conv", padding)
     filter_shape = tuple(filter_shape)
     strides = tuple(strides) if strides else (1,) * len(filter_shape)
     if dimension_numbers is None:

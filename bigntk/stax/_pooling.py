@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from bigntk.errors import LayerArgumentError, UnsupportedLayerError
-from bigntk.stax._layer import KernelFn, Layer, eval_output_shape
+from bigntk.errors import LayerArgumentError
+from bigntk.stax._layer import KernelFn, Layer, check_padding, eval_output_shape
 
 __all__ = ["AvgPool", "GlobalAvgPool"]
 
@@ -46,14 +46,7 @@ def AvgPool(
         ``(init_fn, apply_fn, kernel_fn)``; ``kernel_fn`` raises
         :class:`~bigntk.errors.UnsupportedLayerError`.
     """
-    if padding == "CIRCULAR":
-        raise UnsupportedLayerError(
-            "AvgPool(padding='CIRCULAR') is not supported by bigntk.stax; use 'VALID' or 'SAME'."
-        )
-    if padding not in ("VALID", "SAME"):
-        raise LayerArgumentError(
-            f"expected AvgPool padding 'VALID' or 'SAME', got {padding!r} instead."
-        )
+    check_padding("AvgPool", padding)
     window_shape = tuple(window_shape)
     strides = tuple(strides) if strides else (1,) * len(window_shape)
 
