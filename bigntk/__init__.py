@@ -5,6 +5,8 @@ The public API is what this module re-exports; everything else may change.
 
 from bigntk import errors as errors
 from bigntk import stax as stax
+from bigntk.build import BuildResult as BuildResult
+from bigntk.build import build_kernel as build_kernel
 from bigntk.empirical import DEFAULT_NTK_IMPLEMENTATION as DEFAULT_NTK_IMPLEMENTATION
 from bigntk.empirical import EmpiricalKernel as EmpiricalKernel
 from bigntk.empirical import NtkImplementation as NtkImplementation
@@ -12,12 +14,14 @@ from bigntk.empirical import empirical_kernel_fn as empirical_kernel_fn
 from bigntk.empirical import empirical_nngp_fn as empirical_nngp_fn
 from bigntk.empirical import empirical_ntk_fn as empirical_ntk_fn
 from bigntk.empirical import empirical_ntk_vp_fn as empirical_ntk_vp_fn
+from bigntk.read import open_kernel as open_kernel
 from bigntk.taylor import linearize as linearize
 from bigntk.taylor import taylor_expand as taylor_expand
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BuildResult",
     "DEFAULT_NTK_IMPLEMENTATION",
     "EmpiricalKernel",
     "NtkImplementation",
@@ -25,8 +29,10 @@ __all__ = [
     "empirical_nngp_fn",
     "empirical_ntk_fn",
     "empirical_ntk_vp_fn",
+    "build_kernel",
     "errors",
     "linearize",
+    "open_kernel",
     "stax",
     "taylor_expand",
 ]

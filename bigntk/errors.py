@@ -13,6 +13,12 @@ __all__ = [
     "UnsupportedImplementationError",
     "UnsupportedLayerError",
     "LayerArgumentError",
+    "StoreError",
+    "NotAStoreError",
+    "SpecMismatchError",
+    "IncompleteKernelError",
+    "BuildInputError",
+    "BlockFailedError",
 ]
 
 
@@ -40,3 +46,27 @@ class UnsupportedLayerError(BigNTKError, NotImplementedError):
 
 class LayerArgumentError(BigNTKError, ValueError):
     """A ``bigntk.stax`` layer was built or called with an invalid argument."""
+
+
+class StoreError(BigNTKError):
+    """Base class of kernel-store errors."""
+
+
+class NotAStoreError(StoreError, FileExistsError):
+    """The path exists and is not a bigntk kernel store."""
+
+
+class SpecMismatchError(StoreError, ValueError):
+    """The store at this path was built with a different spec."""
+
+
+class IncompleteKernelError(StoreError, RuntimeError):
+    """The kernel store is missing blocks."""
+
+
+class BuildInputError(BigNTKError, ValueError):
+    """An argument of a kernel build is invalid; nothing was computed."""
+
+
+class BlockFailedError(BigNTKError, RuntimeError):
+    """A block kept failing after its retries; committed blocks are kept."""
