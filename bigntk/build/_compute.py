@@ -1,0 +1,87 @@
+"""One compiled kernel program per build, sharded over a worker's local devices.
+
+Blocks are padded to the full block size (the last row is repeated) so that a
+single compiled program serves every block; results are cropped afterwards.
+The block's x1 rows are sharded over the devices of a ``jax.sharding.Mesh``;
+x2 rows and the parameters are replicated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bigntk.empirical import empirical_kernel_fn
+
+
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    if len(x) == rows:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
+
+
+class BlockKernel:
+    """``(x1 rows, x2 rows) -> {kind: block}`` for one build's kernel settings.
+
+    Args:
+        f, params, kwargs: the model, called as ``f(params, x, **kwargs)``.
+        kinds: kernels to compute (``'ntk'``, ``'nngp'``).
+        trace_axes, diagonal_axes, vmap_axes, implementation: as in
+            :func:`bigntk.empirical_kernel_fn`.
+        block: rows per block; a multiple of the number of devices.
+        diagonal: the batch axis is a diagonal axis (blocks are ``(rows, *out)``).
+        devices: devices to shard rows over (default: all local devices).
+    """
+
+    def __init__(
+        self,
+        f: Callable,
+        params: Any,
+        kinds: Sequence[str],
+        trace_axes: Any,
+        diagonal_axes: Any,
+        vmap_axes: Any,
+        implementation: Any,
+        block: int,
+        kwargs: dict | None = None,
+        diagonal: bool = False,
+        devices: Sequence[Any] | None = None,
+    ):
+        devices = list(devices or jax.local_devices())
+        if block % len(devices):
+            raise ValueError(
+                f"block size {block} must be a multiple of the {len(devices)} local devices."
+            )
+        self.block = block
+        self.diagonal = diagonal
+        self.kinds = tuple(kinds)
+        self.devices = devices
+        mesh = Mesh(np.array(devices), ("rows",))
+        rows = NamedSharding(mesh, PartitionSpec("rows"))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)
+        kwargs = dict(kwargs or {})
+        self._params = jax.device_put(params, replicated)
+        self._rows, self._replicated = rows, replicated
+        self._fn = jax.jit(
+            lambda a, b, p: kernel_fn(a, b, self.kinds, p, **kwargs)._asdict(),
+            in_shardings=(rows, replicated, replicated),
+        )
+
+    def out_info(self, feature_shape: tuple[int, ...], dtype: Any) -> dict[str, Any]:
+        """``{kind: ShapeDtypeStruct}`` of one padded block."""
+        x = jax.ShapeDtypeStruct((self.block, *feature_shape), dtype)
+        return jax.eval_shape(self._fn, x, x, self._params)
+
+    def __call__(self, x1: np.ndarray, x2: np.ndarray) -> dict[str, np.ndarray]:
+        """Kernel blocks ``(len(x1), len(x2), *out)`` (diagonal builds: ``(len(x1), *out)``)."""
+        n1, n2 = len(x1), len(x2)
+        a = jax.device_put(_pad_rows(x1, self.block), self._rows)
+        b = jax.device_put(_pad_rows(x2, self.block), self._replicated)
+        out = self._fn(a, b, self._params)
+        crop = (slice(n1),) if self.diagonal else (slice(n1), slice(n2))
+        return {kind: np.asarray(value)[crop] for kind, value in out.items()}

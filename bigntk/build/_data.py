@@ -1,0 +1,145 @@
+"""Input data for a build: NumPy arrays, ``.npy`` files, Zarr arrays or URLs.
+
+A source is small and picklable: workers receive it and read their own row
+slices (a ``.npy`` file is memory-mapped, a Zarr array read chunk by chunk),
+so the dataset never passes through the driver when it lives on shared
+storage. In-memory arrays go through Ray's object store once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import numpy as np
+
+from bigntk.errors import BuildInputError
+
+_CHECK_ROWS_BYTES = 64 * 2**20
+
+
+class Source:
+    """Rows of an array, read by slices. Subclasses set ``shape``, ``dtype``, ``_open``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    description: str
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self._open()[start:stop])
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Shape, dtype and a hash of a sample of rows (first, last, and 62 spread)."""
+        n = len(self)
+        rows = sorted({0, n - 1, *np.linspace(0, n - 1, 62).astype(int).tolist()}) if n else []
+        h = hashlib.sha256(f"{self.shape}{self.dtype}".encode())
+        data = self._open()
+        for r in rows:
+            h.update(np.ascontiguousarray(data[r]).tobytes())
+        return h.hexdigest()[:16]
+
+    def check_finite(self, name: str) -> None:
+        """Raise :class:`BuildInputError` naming the first non-finite entry."""
+        if not np.issubdtype(self.dtype, np.inexact):
+            return
+        row_bytes = max(1, math.prod(self.shape[1:]) * self.dtype.itemsize)
+        step = max(1, _CHECK_ROWS_BYTES // row_bytes)
+        for start in range(0, len(self), step):
+            chunk = self.read(start, min(start + step, len(self)))
+            bad = ~np.isfinite(chunk)
+            if bad.any():
+                index = tuple(int(i) for i in np.argwhere(bad)[0])
+                index = (index[0] + start, *index[1:])
+                raise BuildInputError(
+                    f"{name} has a non-finite value ({chunk[bad][0]}) at index {index}; "
+                    "clean the data (e.g. np.nan_to_num) before building a kernel."
+                )
+
+
+class MemorySource(Source):
+    """An in-memory array; shipped to workers through Ray's object store."""
+
+    def __init__(self, array: np.ndarray):
+        self._array = np.ascontiguousarray(array)
+        self._ref = None
+        self.shape, self.dtype = self._array.shape, self._array.dtype
+        self.description = f"in-memory array {self.shape} {self.dtype}"
+
+    def for_workers(self) -> MemorySource:
+        import ray
+
+        if self._ref is None:
+            self._ref = ray.put(self._array)
+        clone = object.__new__(MemorySource)
+        clone.__dict__.update(self.__dict__, _array=None)
+        return clone
+
+    def _open(self) -> np.ndarray:
+        if self._array is None:
+            import ray
+
+            self._array = ray.get(self._ref)
+        return self._array
+
+
+class NpySource(Source):
+    """A ``.npy`` file, memory-mapped."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+        arr = self._open()
+        self.shape, self.dtype = arr.shape, arr.dtype
+        self.description = f"{self.path} {self.shape} {self.dtype}"
+
+    def _open(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
+
+
+class ZarrSource(Source):
+    """A Zarr array (local path or fsspec URL, optionally ``path::array``)."""
+
+    def __init__(self, url: str):
+        self.url = str(url)
+        arr = self._open()
+        self.shape, self.dtype = tuple(arr.shape), np.dtype(arr.dtype)
+        self.description = f"{self.url} {self.shape} {self.dtype}"
+
+    def _open(self):
+        import zarr
+
+        store, _, name = self.url.partition("::")
+        return zarr.open_array(store, path=name or None, mode="r")
+
+
+def as_source(x: Any, name: str) -> Source:
+    """Wrap an array, a ``.npy`` path, a Zarr array, or a Zarr path/URL."""
+    if isinstance(x, Source):
+        return x
+    if isinstance(x, str | bytes) or hasattr(x, "__fspath__"):
+        path = str(x)
+        try:
+            return NpySource(path) if path.endswith(".npy") else ZarrSource(path)
+        except (FileNotFoundError, OSError, ValueError, KeyError) as e:
+            raise BuildInputError(
+                f"{name}={path!r} could not be read as a .npy file or a Zarr array: {e}"
+            ) from None
+    try:
+        import zarr
+
+        if isinstance(x, zarr.Array):
+            return ZarrSource(f"{x.store}::{x.path}" if x.path else str(x.store))
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return MemorySource(np.asarray(x))
+    raise BuildInputError(
+        f"{name} must be a NumPy/JAX array, a .npy path, a Zarr array or a Zarr path/URL, got "
+        f"{type(x).__name__} instead."
+    )

@@ -1,0 +1,280 @@
+"""The kernel store: one Zarr v3 group per build.
+
+Layout::
+
+    <path>/                     group; attrs["bigntk"]: format, spec, spec_hash, versions, timings
+    <path>/ntk, <path>/nngp     (n1, n2, *out) (diagonal builds: (n, *out)); chunk = one block;
+                                fill NaN; dimension_names set (xarray.open_zarr works)
+    <path>/manifest             uint8 (grid rows, grid cols): 1 = block committed
+
+Commit protocol: a worker writes every chunk of a block (and of its mirror),
+then the driver — and only the driver — marks it in the manifest. A crash in
+between costs that block a recomputation, never a wrong value. Manifest
+commits are batched and rewrite only the manifest chunks that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import shutil
+from typing import Any
+
+import numpy as np
+import zarr
+
+from bigntk.build._plan import Plan
+from bigntk.errors import NotAStoreError, SpecMismatchError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest"
+_MANIFEST_CHUNK = 512
+
+
+def spec_hash(spec: dict) -> str:
+    """A stable hash of a JSON-able build spec."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in str(path) or str(path).startswith("file://")
+
+
+def _local_path(path: str) -> pathlib.Path:
+    return pathlib.Path(str(path).removeprefix("file://"))
+
+
+def remove_partial_files(path: str) -> int:
+    """Delete orphan ``*.partial`` files a killed writer left in a local store."""
+    if not _is_local(path):
+        return 0
+    count = 0
+    for root, _, files in os.walk(_local_path(path)):
+        for name in files:
+            if ".partial" in name:
+                os.remove(os.path.join(root, name))
+                count += 1
+    if count:
+        logger.info("Removed %d orphan temporary files from %s.", count, path)
+    return count
+
+
+def mirror_permutation(dims: list[str]) -> tuple[int, ...]:
+    """Axis permutation turning a block of K(x1, x2) into the block of K(x2, x1).
+
+    Paired dims (``x1``/``x2``, ``out{k}_1``/``out{k}_2``) swap places.
+    """
+    perm = list(range(len(dims)))
+    index = {d: i for i, d in enumerate(dims)}
+    for i, d in enumerate(dims):
+        partner = "x2" if d == "x1" else d[:-2] + "_2" if d.endswith("_1") else None
+        if partner is not None:
+            j = index[partner]
+            perm[i], perm[j] = j, i
+    return tuple(perm)
+
+
+class KernelStore:
+    """A bigntk kernel store (see the module docstring for its layout)."""
+
+    def __init__(self, group: zarr.Group, path: str):
+        self.group = group
+        self.path = str(path)
+        meta = dict(group.attrs)["bigntk"]
+        self.spec: dict = meta["spec"]
+        self.spec_hash: str = meta["spec_hash"]
+        layout = self.spec["layout"]
+        self.kinds: tuple[str, ...] = tuple(self.spec["kinds"])
+        self.dims: list[str] = list(layout["dims"])
+        self.plan = Plan(
+            layout["n1"], layout["n2"], layout["block"], layout["symmetric"], layout["diagonal"]
+        )
+        self._arrays = {kind: group[kind] for kind in self.kinds}
+        self._manifest = group[MANIFEST]
+        self._mirror = mirror_permutation(self.dims)
+
+    # --- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str, mode: str = "r") -> KernelStore:
+        """Open an existing store; raise :class:`NotAStoreError` if it is not one."""
+        if _is_local(path) and not _local_path(path).exists():
+            raise FileNotFoundError(f"No kernel store at {path}: the path does not exist.")
+        try:
+            group = zarr.open_group(str(path), mode=mode)
+        except Exception as e:  # zarr raises several types for "not a group"
+            raise NotAStoreError(
+                f"{path} exists but is not a bigntk kernel store (not a Zarr group: {e})."
+            ) from None
+        if "bigntk" not in dict(group.attrs):
+            raise NotAStoreError(
+                f"{path} is a Zarr group but not a bigntk kernel store (no 'bigntk' attributes)."
+            )
+        version = dict(group.attrs)["bigntk"].get("format")
+        if version != FORMAT_VERSION:
+            raise NotAStoreError(
+                f"{path} is a bigntk store of format {version}; this bigntk reads format "
+                f"{FORMAT_VERSION}. Rebuild it, or open it with the bigntk version that made it."
+            )
+        return cls(group, path)
+
+    @classmethod
+    def create_or_resume(
+        cls, path: str, spec: dict, *, overwrite: bool = False, versions: dict | None = None
+    ) -> tuple[KernelStore, bool]:
+        """Create the store, or reopen one made by the same spec.
+
+        Returns:
+            ``(store, resumed)``.
+
+        Raises:
+            NotAStoreError: ``path`` exists and is not a bigntk store.
+            SpecMismatchError: the store was made by another spec (and not ``overwrite``).
+        """
+        digest = spec_hash(spec)
+        exists = _path_exists(path)
+        if exists:
+            try:
+                store = cls.open(path, mode="r+")
+            except NotAStoreError:
+                if not overwrite:
+                    raise
+                store = None
+            if store is not None and store.spec_hash == digest:
+                remove_partial_files(path)
+                return store, True
+            if not overwrite:
+                raise SpecMismatchError(_mismatch_message(path, store.spec, spec))
+            _remove(path)
+        return cls._create(path, spec, digest, versions or {}), False
+
+    @classmethod
+    def _create(cls, path: str, spec: dict, digest: str, versions: dict) -> KernelStore:
+        layout = spec["layout"]
+        plan = Plan(
+            layout["n1"], layout["n2"], layout["block"], layout["symmetric"], layout["diagonal"]
+        )
+        group = zarr.open_group(str(path), mode="w")
+        lead = (layout["n1"],) if plan.diagonal else (layout["n1"], layout["n2"])
+        chunk_lead = (plan.block,) if plan.diagonal else (plan.block, plan.block)
+        out = tuple(layout["out_shape"])
+        for kind in spec["kinds"]:
+            group.create_array(
+                kind,
+                shape=lead + out,
+                chunks=chunk_lead + out,
+                dtype=layout["dtype"],
+                fill_value=float("nan"),
+                dimension_names=layout["dims"],
+                compressors=None,
+            )
+        grid = plan.grid
+        group.create_array(
+            MANIFEST,
+            shape=grid,
+            chunks=(min(grid[0], _MANIFEST_CHUNK), min(grid[1], _MANIFEST_CHUNK)),
+            dtype="uint8",
+            fill_value=0,
+            dimension_names=["block_row", "block_col"],
+        )
+        group.attrs["bigntk"] = {
+            "format": FORMAT_VERSION,
+            "spec": spec,
+            "spec_hash": digest,
+            "versions": versions,
+            "timings": {},
+        }
+        return cls(group, path)
+
+    # --- data -----------------------------------------------------------------------------
+
+    def array(self, kind: str) -> zarr.Array:
+        return self._arrays[kind]
+
+    def write_block(self, bi: int, bj: int, values: dict[str, np.ndarray]) -> None:
+        """Write one computed block (cropped) of every kind, and its mirror if symmetric."""
+        r0, r1 = self.plan.rows(bi)
+        c0, c1 = self.plan.cols(bj)
+        for kind, block in values.items():
+            arr = self._arrays[kind]
+            if self.plan.diagonal:
+                arr[r0:r1] = block
+                continue
+            arr[r0:r1, c0:c1] = block
+            if self.plan.symmetric and bi != bj:
+                arr[c0:c1, r0:r1] = np.transpose(block, self._mirror)
+
+    def symmetrize(self, block: np.ndarray) -> np.ndarray:
+        """An exactly symmetric diagonal block: ``(K + Kᵀ) / 2`` (Kᵀ: the mirror)."""
+        return (block + np.transpose(block, self._mirror)) / block.dtype.type(2)
+
+    # --- manifest (driver only) -----------------------------------------------------------
+
+    def committed(self) -> np.ndarray:
+        """Boolean grid of committed blocks."""
+        return self._manifest[...].astype(bool)
+
+    def commit(self, blocks: np.ndarray, done: np.ndarray) -> None:
+        """Record ``blocks`` (``(k, 2)``) as committed; ``done`` is the driver's full grid.
+
+        Only the manifest chunks containing these blocks are rewritten.
+        """
+        if len(blocks) == 0:
+            return
+        c = np.asarray(self._manifest.chunks)
+        for ci, cj in {tuple(b) for b in (np.asarray(blocks) // c)}:
+            r0, r1 = ci * c[0], min((ci + 1) * c[0], done.shape[0])
+            s0, s1 = cj * c[1], min((cj + 1) * c[1], done.shape[1])
+            self._manifest[r0:r1, s0:s1] = done[r0:r1, s0:s1].astype(np.uint8)
+
+    def update_meta(self, **entries: Any) -> None:
+        """Merge entries (e.g. ``timings``) into the store's ``bigntk`` attributes."""
+        meta = dict(self.group.attrs)["bigntk"]
+        for key, value in entries.items():
+            if isinstance(meta.get(key), dict) and isinstance(value, dict):
+                meta[key] = {**meta[key], **value}
+            else:
+                meta[key] = value
+        self.group.attrs["bigntk"] = meta
+
+    @property
+    def meta(self) -> dict:
+        return dict(self.group.attrs)["bigntk"]
+
+
+def _path_exists(path: str) -> bool:
+    if _is_local(path):
+        p = _local_path(path)
+        return p.exists() and (p.is_file() or any(p.iterdir()))
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(path))
+    return fs.exists(root)
+
+
+def _remove(path: str) -> None:
+    if _is_local(path):
+        p = _local_path(path)
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+        return
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(path))
+    fs.rm(root, recursive=True)
+
+
+def _mismatch_message(path: str, old: dict, new: dict) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    details = "; ".join(f"{k}: stored {old.get(k)!r}, requested {new.get(k)!r}" for k in keys[:5])
+    return (
+        f"The kernel store at {path} was built with a different spec ({details}). Nothing was "
+        "overwritten. Use another path, or pass overwrite=True (--overwrite) to replace it."
+    )

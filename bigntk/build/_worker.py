@@ -1,0 +1,73 @@
+"""The Ray actor that computes blocks and writes them to the store.
+
+Each actor builds its model and the compiled kernel program once, reads its own
+input rows from the data sources, computes a block, writes it (and its mirror)
+to the store, and returns only small statistics to the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import jax
+
+from bigntk.build._compute import BlockKernel
+from bigntk.build._data import Source
+from bigntk.build._store import KernelStore
+
+
+class BlockWorker:
+    """Computes and writes blocks; runs as a Ray actor (or in-process for tests/verify).
+
+    Args:
+        model: ``(f, params, kwargs)``, or a one-element list holding a Ray
+            reference to it (fetched here, so that Ray can restart the actor).
+        settings: kernel settings passed to :class:`BlockKernel`.
+        path: the store's path.
+        x1, x2: data sources (``x2`` None for symmetric builds).
+    """
+
+    def __init__(self, model: tuple, settings: dict, path: str, x1: Source, x2: Source | None):
+        start = time.perf_counter()
+        if isinstance(model, list):
+            import ray
+
+            model = ray.get(model[0])
+        f, params, kwargs = model
+        self.kernel = BlockKernel(f, params, kwargs=kwargs, **settings)
+        self.store = KernelStore.open(path, mode="r+")
+        self.x1, self.x2 = x1, x2 if x2 is not None else x1
+        self.plan = self.store.plan
+        self.setup_s = time.perf_counter() - start
+
+    def info(self) -> dict[str, Any]:
+        """Where this worker runs: host, pid, JAX devices."""
+        devices = self.kernel.devices
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device_kind": devices[0].device_kind,
+            "platform": devices[0].platform,
+            "devices": len(devices),
+            "setup_s": self.setup_s,
+            "jax": jax.__version__,
+        }
+
+    def compute(self, bi: int, bj: int) -> dict[str, float]:
+        """Compute block ``(bi, bj)``, write it (and its mirror); return timings."""
+        t0 = time.perf_counter()
+        r0, r1 = self.plan.rows(bi)
+        c0, c1 = self.plan.cols(bj)
+        x1 = self.x1.read(r0, r1)
+        x2 = x1 if (bi == bj and self.x2 is self.x1) else self.x2.read(c0, c1)
+        t1 = time.perf_counter()
+        values = self.kernel(x1, x2)
+        if self.plan.symmetric and bi == bj:
+            values = {k: self.store.symmetrize(v) for k, v in values.items()}
+        t2 = time.perf_counter()
+        self.store.write_block(bi, bj, values)
+        t3 = time.perf_counter()
+        return {"read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2}
