@@ -1,0 +1,109 @@
+"""The plan and the kernel store, without Ray."""
+
+import numpy as np
+import pytest
+import zarr
+
+from bigntk.build._plan import Plan
+from bigntk.build._store import KernelStore, mirror_permutation, remove_partial_files
+from bigntk.errors import NotAStoreError, SpecMismatchError
+
+
+def test_plan_counts_and_pending():
+    rect = Plan(10, 7, 4)
+    assert rect.grid == (3, 2) and rect.num_blocks == 6
+    assert rect.rows(2) == (8, 10) and rect.cols(1) == (4, 7)
+    sym = Plan(10, 10, 4, symmetric=True)
+    assert sym.num_blocks == 6 == sym.mask().sum()
+    assert all(i <= j for i, j in sym.pending(np.zeros(sym.grid, bool)))
+    diag = Plan(10, 10, 4, diagonal=True)
+    assert diag.num_blocks == 3 and diag.pending(np.eye(3, dtype=bool)).size == 0
+    done = np.zeros(rect.grid, bool)
+    done[1, 1] = True
+    assert (1, 1) not in map(tuple, rect.pending(done)) and len(rect.pending(done)) == 5
+
+
+def test_plan_at_a_million_examples():
+    plan = Plan(10**6, 10**6, 2048, symmetric=True)
+    assert plan.grid == (489, 489)
+    assert plan.num_blocks == 489 * 490 // 2 == len(plan.pending(np.zeros(plan.grid, bool)))
+
+
+def test_plan_errors():
+    with pytest.raises(ValueError, match="positive"):
+        Plan(4, 4, 0)
+    with pytest.raises(ValueError, match="n1 == n2"):
+        Plan(4, 5, 2, symmetric=True)
+
+
+def _spec(n=10, block=4, symmetric=True, out=(), dims=("x1", "x2"), **extra):
+    layout = {"n1": n, "n2": n, "block": block, "symmetric": symmetric, "diagonal": False,
+              "dims": list(dims), "out_shape": list(out), "dtype": "float32"}  # fmt: skip
+    return {"kinds": ["ntk"], "layout": layout, "model": "m", "x1": "a", "x2": None, **extra}
+
+
+def test_create_resume_refuse_overwrite(tmp_path):
+    path = str(tmp_path / "k.zarr")
+    store, resumed = KernelStore.create_or_resume(path, _spec())
+    assert not resumed and store.array("ntk").shape == (10, 10)
+    assert np.isnan(store.array("ntk")[...]).all()
+    again, resumed = KernelStore.create_or_resume(path, _spec())
+    assert resumed and again.spec_hash == store.spec_hash
+    with pytest.raises(SpecMismatchError, match="model: stored 'm', requested 'other'"):
+        KernelStore.create_or_resume(path, _spec(model="other"))
+    _, resumed = KernelStore.create_or_resume(path, _spec(model="other"), overwrite=True)
+    assert not resumed
+
+
+def test_write_block_writes_the_transposed_mirror(tmp_path):
+    dims = ("x1", "x2", "out1_1", "out1_2")
+    store, _ = KernelStore.create_or_resume(str(tmp_path / "k.zarr"), _spec(out=(2, 2), dims=dims))
+    block = np.arange(4 * 2 * 2 * 2, dtype=np.float32).reshape(4, 2, 2, 2)  # rows 0:4, cols 8:10
+    store.write_block(0, 2, {"ntk": block})
+    arr = store.array("ntk")
+    np.testing.assert_array_equal(arr[0:4, 8:10], block)
+    np.testing.assert_array_equal(arr[8:10, 0:4], block.transpose(1, 0, 3, 2))
+    sym = store.symmetrize(np.random.default_rng(0).standard_normal((4, 4, 2, 2)))
+    np.testing.assert_array_equal(sym, sym.transpose(1, 0, 3, 2))
+
+
+def test_mirror_permutation():
+    assert mirror_permutation(["x1", "x2"]) == (1, 0)
+    assert mirror_permutation(["x1", "x2", "out1", "out2_1", "out2_2"]) == (1, 0, 2, 4, 3)
+
+
+def test_manifest_commit_rewrites_only_touched_chunks(tmp_path):
+    spec = _spec(n=600 * 4, block=1, symmetric=False)
+    store, _ = KernelStore.create_or_resume(str(tmp_path / "k.zarr"), spec)
+    assert store.committed().shape == (2400, 2400)
+    done = np.zeros((2400, 2400), bool)
+    done[3, 700] = done[1000, 5] = True
+    store.commit(np.array([[3, 700], [1000, 5]]), done)
+    np.testing.assert_array_equal(store.committed(), done)
+
+
+def test_not_a_store_and_format_version(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotAStoreError):
+        KernelStore.open(str(tmp_path / "f"))
+    g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    with pytest.raises(NotAStoreError, match="no 'bigntk' attributes"):
+        KernelStore.open(str(tmp_path / "g.zarr"))
+    store, _ = KernelStore.create_or_resume(str(tmp_path / "k.zarr"), _spec())
+    store.update_meta(format=99)
+    with pytest.raises(NotAStoreError, match="format 99"):
+        KernelStore.open(str(tmp_path / "k.zarr"))
+    del g
+    with pytest.raises(FileNotFoundError):
+        KernelStore.open(str(tmp_path / "missing.zarr"))
+
+
+def test_orphan_partial_files_are_removed_on_resume(tmp_path):
+    path = tmp_path / "k.zarr"
+    KernelStore.create_or_resume(str(path), _spec())
+    orphan = path / "ntk" / "c" / "0" / "0.3f2a.partial"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"half a chunk")
+    KernelStore.create_or_resume(str(path), _spec())
+    assert not orphan.exists()
+    assert remove_partial_files(str(path)) == 0
