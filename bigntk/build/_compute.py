@@ -71,17 +71,29 @@ class BlockKernel:
             lambda a, b, p: kernel_fn(a, b, self.kinds, p, **kwargs)._asdict(),
             in_shardings=(rows, replicated, replicated),
         )
+        # K(x, x): derivatives of x computed once (a second program, for diagonal blocks)
+        self._fn_self = jax.jit(
+            lambda a, p: kernel_fn(a, None, self.kinds, p, **kwargs)._asdict(),
+            in_shardings=(rows, replicated),
+        )
 
     def out_info(self, feature_shape: tuple[int, ...], dtype: Any) -> dict[str, Any]:
         """``{kind: ShapeDtypeStruct}`` of one padded block."""
         x = jax.ShapeDtypeStruct((self.block, *feature_shape), dtype)
         return jax.eval_shape(self._fn, x, x, self._params)
 
-    def __call__(self, x1: np.ndarray, x2: np.ndarray) -> dict[str, np.ndarray]:
-        """Kernel blocks ``(len(x1), len(x2), *out)`` (diagonal builds: ``(len(x1), *out)``)."""
-        n1, n2 = len(x1), len(x2)
+    def __call__(self, x1: np.ndarray, x2: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Kernel blocks ``(len(x1), len(x2), *out)`` (diagonal builds: ``(len(x1), *out)``).
+
+        ``x2=None`` computes ``K(x1, x1)``, sharing x1's derivatives.
+        """
+        n1 = len(x1)
+        n2 = n1 if x2 is None else len(x2)
         a = jax.device_put(_pad_rows(x1, self.block), self._rows)
-        b = jax.device_put(_pad_rows(x2, self.block), self._replicated)
-        out = self._fn(a, b, self._params)
+        if x2 is None:
+            out = self._fn_self(a, self._params)
+        else:
+            b = jax.device_put(_pad_rows(x2, self.block), self._replicated)
+            out = self._fn(a, b, self._params)
         crop = (slice(n1),) if self.diagonal else (slice(n1), slice(n2))
         return {kind: np.asarray(value)[crop] for kind, value in out.items()}

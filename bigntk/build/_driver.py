@@ -48,8 +48,9 @@ class BuildResult:
         total: blocks in the plan.
         computed: blocks computed by this run.
         skipped: blocks already committed (resumed).
-        wall_s: wall time of the scheduling loop.
+        wall_s: wall time from planning to the last commit (workers' start included).
         ray_start_s: time spent starting Ray (0 when it was already running).
+        workers_start_s: time until every worker actor was ready (part of ``wall_s``).
         entries: kernel entries (rows × columns) computed by this run.
     """
 
@@ -59,6 +60,7 @@ class BuildResult:
     skipped: int
     wall_s: float
     ray_start_s: float
+    workers_start_s: float
     entries: int
 
     @property
@@ -69,7 +71,7 @@ class BuildResult:
         return (
             f"bigntk: {self.path}: {self.computed} blocks computed, {self.skipped} resumed, "
             f"{self.total} total in {self.wall_s:.1f}s ({self.entries_per_s:,.0f} entries/s; "
-            f"Ray start {self.ray_start_s:.1f}s)"
+            f"workers start {self.workers_start_s:.1f}s, Ray start {self.ray_start_s:.1f}s)"
         )
 
 
@@ -302,6 +304,7 @@ def _run(store, model, settings, s1, s2, workers, devices, gpus, progress, ray_s
     bar = tqdm(total=plan.num_blocks, initial=skipped, unit="block", disable=not show,
                desc="bigntk build", dynamic_ncols=True)  # fmt: skip
     computed = entries = 0
+    workers_start_s = 0.0
     if pending:
         sources = [s.for_workers() if isinstance(s, MemorySource) else s for s in (s1, s2)]
         model_ref = ray.put(model)
@@ -311,14 +314,29 @@ def _run(store, model, settings, s1, s2, workers, devices, gpus, progress, ray_s
             return actor_cls.remote([model_ref], settings, store.path, sources[0], sources[1])
 
         actors = [new_actor() for _ in range(min(workers, len(pending)))]
+        infos = ray.get([a.info.remote() for a in actors])  # wait until they are ready
+        workers_start_s = time.perf_counter() - start
         computed, entries = _schedule(store, plan, done, pending, actors, new_actor, bar)
-        info = ray.get(actors[0].info.remote())
-        store.update_meta(timings={"last_run_s": time.perf_counter() - start, "worker": info})
+        store.update_meta(
+            timings={
+                "last_run_s": time.perf_counter() - start,
+                "workers_start_s": workers_start_s,
+                "workers": infos,
+            }
+        )
         for actor in actors:
             ray.kill(actor)
     bar.close()
-    result = BuildResult(store.path, plan.num_blocks, computed, skipped,
-                         time.perf_counter() - start, ray_start_s, entries)  # fmt: skip
+    result = BuildResult(
+        path=store.path,
+        total=plan.num_blocks,
+        computed=computed,
+        skipped=skipped,
+        wall_s=time.perf_counter() - start,
+        ray_start_s=ray_start_s,
+        workers_start_s=workers_start_s,
+        entries=entries,
+    )
     (tqdm.write if show else logger.info)(result.summary())
     return result
 

@@ -62,7 +62,8 @@ class BlockWorker:
         r0, r1 = self.plan.rows(bi)
         c0, c1 = self.plan.cols(bj)
         x1 = self.x1.read(r0, r1)
-        x2 = x1 if (bi == bj and self.x2 is self.x1) else self.x2.read(c0, c1)
+        same = bi == bj and self.x2 is self.x1  # a diagonal block of K(x, x)
+        x2 = None if same else self.x2.read(c0, c1)
         t1 = time.perf_counter()
         values = self.kernel(x1, x2)
         if self.plan.symmetric and bi == bj:

@@ -1,0 +1,513 @@
+"""Build configs: a YAML file that names everything :func:`bigntk.build_kernel` needs.
+
+Schema (every section but ``model``, ``data`` and ``output`` may be left out)::
+
+    model:                  # exactly one of stax / entry_point
+      stax:                 # layers of bigntk.stax, composed with stax.serial
+        - ["Conv", [16, [3, 3]], {padding: SAME}]   # name, positional list, kwargs
+        - ["Relu"]                                  # or just: Relu
+        - ["Dense", 10]                             # a scalar is one positional argument
+        - ["Dense", {out_dim: 10, b_std: 0.1}]      # a mapping is keyword arguments
+      seed: 0               # stax only: params = init_fn(jax.random.PRNGKey(seed), x1 shape)
+      entry_point: "package.module:function"   # returns (apply_fn, params)
+      args: {}              # entry_point only: keyword arguments of the function
+    data:
+      x1: "x.npy"           # or "store.zarr", "store.zarr::array", an fsspec URL, or a
+                            # built-in: {builtin: digits, split: train|test|all, n: 1000}
+                            #           {builtin: synthetic, shape: [N, 32, 32, 3], seed: 0}
+      x2: null              # null: the symmetric K(x1, x1); else the same forms as x1
+    kernel: {kinds: [ntk], trace_axes: [-1], diagonal_axes: [], vmap_axes: 0,
+             implementation: 1}          # as in bigntk.empirical_kernel_fn
+    tiling: {block_size: null}           # null: chosen from memory and cost
+    output: {path: "kernels/k.zarr", overwrite: false}
+    ray: {address: null, workers: null}  # null address: a new local Ray
+
+Relative paths (data and output) are resolved against the current working
+directory, not the config file's. ``stax`` parameters are cast to float32.
+An entry point's module is imported with the current directory on
+``sys.path``; Ray workers must be able to import it too (an installed package,
+or a module in the current directory for a local Ray).
+
+Overrides (``--set key.path=value``, the value parsed as YAML) are applied
+before validation. Invalid configs raise :class:`~bigntk.errors.ConfigError`
+naming the field, the value and what is expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+import yaml
+
+from bigntk.build._data import MemorySource, Source, as_source
+from bigntk.build._spec import KINDS
+from bigntk.empirical._implementation import NtkImplementation
+from bigntk.errors import BuildInputError, ConfigError
+
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    "model": ("stax", "entry_point", "args", "seed"),
+    "data": ("x1", "x2"),
+    "kernel": ("kinds", "trace_axes", "diagonal_axes", "vmap_axes", "implementation"),
+    "tiling": ("block_size",),
+    "output": ("path", "overwrite"),
+    "ray": ("address", "workers"),
+}
+_BUILTIN_KEYS = {"digits": ("builtin", "split", "n"), "synthetic": ("builtin", "shape", "seed")}
+_DIGITS_SPLITS = {"train": slice(0, 1500), "test": slice(1500, 1797), "all": slice(0, 1797)}
+# combinators that take layers cannot be written as a flat list
+_NOT_LAYERS = {"serial", "parallel", "FanOut", "FanInSum", "FanInConcat", "Kernel"}
+
+
+def load_builtin(
+    name: str,
+    split: str = "all",
+    *,
+    n: int | None = None,
+    shape: Sequence[int] | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A bundled dataset (nothing is downloaded).
+
+    * ``'digits'``: scikit-learn's 8x8 handwritten digits. ``split``:
+      ``'train'`` (the first 1,500), ``'test'`` (the other 297) or ``'all'``;
+      ``n`` keeps the first ``n`` of the split. Returns ``x`` float32
+      ``(N, 8, 8, 1)`` in ``[0, 1]`` and labels ``y`` int64 ``(N,)``.
+    * ``'synthetic'``: standard normal float32 of ``shape`` (``shape[0]``
+      examples) drawn from ``seed``. Returns ``(x, None)``.
+    """
+    if name == "digits":
+        if split not in _DIGITS_SPLITS:
+            raise BuildInputError(f"split must be one of {list(_DIGITS_SPLITS)}, got {split!r}.")
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        part = _DIGITS_SPLITS[split]
+        x = (digits.images[part] / 16.0).astype(np.float32)[..., None]
+        y = digits.target[part].astype(np.int64)
+        return (x, y) if n is None else (x[:n], y[:n])
+    if name == "synthetic":
+        if shape is None or len(shape) < 1:
+            raise BuildInputError(f"synthetic data needs a shape (N, *features), got {shape!r}.")
+        rng = np.random.default_rng(seed)
+        return rng.standard_normal(tuple(shape), dtype=np.float32), None
+    raise BuildInputError(f"no built-in dataset {name!r}; choose one of {list(_BUILTIN_KEYS)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """A validated build config; see the module docstring for the schema.
+
+    Attributes:
+        source: where it came from (the config file's path).
+        model: ``{'stax': [layers], 'seed': int}`` or
+            ``{'entry_point': callable, 'name': str, 'args': dict}``.
+        x1, x2: absolute paths/URLs, or built-in dataset dicts (``x2`` may be None).
+        kernel: ``kinds``, ``trace_axes``, ``diagonal_axes``, ``vmap_axes``,
+            ``implementation`` (axes as tuples, implementation as an int).
+        block_size, path, overwrite, address, workers: as in :func:`bigntk.build_kernel`.
+    """
+
+    source: str
+    model: dict
+    x1: Any
+    x2: Any
+    kernel: dict
+    block_size: int | None
+    path: str
+    overwrite: bool
+    address: str | None
+    workers: int | None
+
+    def load_data(self) -> tuple[Source, Source | None]:
+        """The data sources ``(x1, x2)``; built-in datasets are loaded into memory."""
+        return _load_source(self.x1, "x1"), None if self.x2 is None else _load_source(self.x2, "x2")
+
+    def load_model(self, feature_shape: Sequence[int]) -> tuple[Callable, Any]:
+        """``(f, params)`` for inputs ``(n, *feature_shape)``."""
+        if "stax" in self.model:
+            return _init_stax(self.model["stax"], self.model["seed"], tuple(feature_shape))
+        return _call_entry_point(self.model["entry_point"], self.model["name"], self.model["args"])
+
+    def build_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`bigntk.build_kernel` other than the model and data."""
+        return {
+            "path": self.path,
+            **self.kernel,
+            "block_size": self.block_size,
+            "address": self.address,
+            "workers": self.workers,
+            "overwrite": self.overwrite,
+        }
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> BuildConfig:
+    """Read a YAML build config, apply ``--set`` style overrides, validate it.
+
+    Raises:
+        ConfigError: the file is missing or invalid; the message starts with its path.
+    """
+    source = str(path)
+    try:
+        with open(source) as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such config file.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    try:
+        raw = apply_overrides({} if raw is None else raw, overrides)
+        return parse_config(raw, source)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
+    """A copy of ``raw`` with each ``'key.path=value'`` set (value parsed as YAML).
+
+    Missing mappings on the way are created; a list element is addressed by
+    its index (``model.stax.0``).
+    """
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(
+                f"--set {item!r}: expected key.path=value, e.g. --set tiling.block_size=128."
+            )
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {e}") from None
+        node = raw
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the config"
+            last = depth == len(parts) - 1
+            if isinstance(node, dict):
+                if last:
+                    node[part] = value
+                elif not isinstance(node.get(part), dict | list):
+                    if node.get(part) is not None:
+                        raise ConfigError(
+                            f"--set {item!r}: {where}.{part} is {node[part]!r}, not a mapping."
+                        )
+                    node[part] = {}
+                node = node[part]
+            elif isinstance(node, list) and part.lstrip("-").isdigit():
+                if not -len(node) <= int(part) < len(node):
+                    raise ConfigError(
+                        f"--set {item!r}: {where} has {len(node)} entries, no index {part}."
+                    )
+                if last:
+                    node[int(part)] = value
+                node = node[int(part)]
+            else:
+                raise ConfigError(f"--set {item!r}: {where} is {node!r}, not a mapping.")
+    return raw
+
+
+def parse_config(raw: Any, source: str = "<config>") -> BuildConfig:
+    """Validate a config already read from YAML (see the module docstring)."""
+    if not isinstance(raw, dict):
+        _fail("the config", raw, f"a mapping with the sections {list(_SECTIONS)}")
+    _check_keys("", raw, tuple(_SECTIONS))
+    sections = {}
+    for name, keys in _SECTIONS.items():
+        section = raw.get(name)
+        if section is None:
+            section = {}
+        elif not isinstance(section, dict):
+            _fail(name, section, f"a mapping with the keys {list(keys)}")
+        _check_keys(name, section, keys)
+        sections[name] = section
+    data, output, ray = sections["data"], sections["output"], sections["ray"]
+    if data.get("x1") is None:
+        _fail("data.x1", None, "the inputs: a .npy or Zarr path, or {builtin: digits}")
+    if not isinstance(output.get("path"), str) or not output["path"]:
+        _fail("output.path", output.get("path"), "the store's path, e.g. kernels/k.zarr")
+    return BuildConfig(
+        source=source,
+        model=_parse_model(sections["model"]),
+        x1=_parse_data("data.x1", data["x1"]),
+        x2=None if data.get("x2") is None else _parse_data("data.x2", data["x2"]),
+        kernel=_parse_kernel(sections["kernel"]),
+        block_size=_optional_int("tiling.block_size", sections["tiling"].get("block_size")),
+        path=_resolve(output["path"]),
+        overwrite=_bool("output.overwrite", output.get("overwrite", False)),
+        address=_optional_str("ray.address", ray.get("address")),
+        workers=_optional_int("ray.workers", ray.get("workers")),
+    )
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def _parse_model(model: dict) -> dict:
+    if ("stax" in model) == ("entry_point" in model):
+        got = "both" if "stax" in model else "neither"
+        _fail(
+            "model",
+            model,
+            f"exactly one of model.stax (a list of layers) or model.entry_point "
+            f"('package.module:function'); got {got}",
+        )
+    if "stax" in model:
+        if "args" in model:
+            _fail("model.args", model["args"], "no args with model.stax (args go to entry_point)")
+        layers = model["stax"]
+        if not isinstance(layers, list) or not layers:
+            _fail("model.stax", layers, 'a non-empty list of layers, e.g. [["Dense", 10]]')
+        return {
+            "stax": [_parse_layer(f"model.stax[{i}]", layer) for i, layer in enumerate(layers)],
+            "seed": _int("model.seed", model.get("seed", 0)),
+        }
+    if "seed" in model:
+        _fail("model.seed", model["seed"], "no seed with model.entry_point (pass it in args)")
+    name = model["entry_point"]
+    module, sep, attr = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if not (module and sep and attr):
+        _fail("model.entry_point", name, "'package.module:function'")
+    args = model.get("args") or {}
+    if not isinstance(args, dict):
+        _fail("model.args", args, "a mapping of keyword arguments of the entry point")
+    return {"entry_point": _import(module, attr, name), "name": name, "args": args}
+
+
+def _import(module: str, attr: str, name: str) -> Callable:
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"model.entry_point: cannot import {name!r}: {e}.") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    if not callable(fn):
+        _fail("model.entry_point", name, "a callable returning (apply_fn, params)")
+    return fn
+
+
+def _parse_layer(field: str, spec: Any) -> Any:
+    from bigntk import stax
+
+    if isinstance(spec, str):
+        spec = [spec]
+    if not isinstance(spec, list) or not spec or not isinstance(spec[0], str) or len(spec) > 3:
+        _fail(
+            field,
+            spec,
+            'a layer: "Relu", ["Dense", 10], ["Dense", {out_dim: 10}] or '
+            '["Conv", [16, [3, 3]], {padding: SAME}]',
+        )
+    name, *rest = spec
+    valid = [n for n in stax.__all__ if n not in _NOT_LAYERS]
+    if name not in valid:
+        hint = difflib.get_close_matches(name, valid, n=1)
+        _fail(
+            field,
+            name,
+            f"a bigntk.stax layer, one of {valid}"
+            + (f"; did you mean {hint[0]!r}?" if hint else ""),
+        )
+    if len(rest) == 2:
+        args, kwargs = rest
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            _fail(field, spec, f"[{name!r}, [positional args], {{keyword: args}}]")
+    elif not rest:
+        args, kwargs = [], {}
+    elif isinstance(rest[0], dict):
+        args, kwargs = [], rest[0]
+    else:
+        args, kwargs = rest[0] if isinstance(rest[0], list) else [rest[0]], {}
+    try:
+        return getattr(stax, name)(*_tuples(args), **_tuples(kwargs))
+    except (TypeError, ValueError, NotImplementedError) as e:
+        raise ConfigError(f"{field}: {name} rejected the arguments {rest!r}: {e}") from None
+
+
+def _tuples(value: Any) -> Any:
+    """YAML lists to tuples (layer arguments such as filter_shape), recursively."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def _parse_data(field: str, value: Any) -> Any:
+    if isinstance(value, str) and value:
+        return _resolve(value, field)
+    if not isinstance(value, dict):
+        _fail(
+            field,
+            value,
+            "a .npy path, a Zarr path (store.zarr or store.zarr::array), or "
+            "{builtin: digits | synthetic, ...}",
+        )
+    name = value.get("builtin")
+    if name not in _BUILTIN_KEYS:
+        _fail(f"{field}.builtin", name, f"one of {list(_BUILTIN_KEYS)}")
+    _check_keys(field, value, _BUILTIN_KEYS[name])
+    if name == "synthetic":
+        shape = value.get("shape")
+        if not isinstance(shape, list) or not shape or not all(_is_int(s) and s > 0 for s in shape):
+            _fail(f"{field}.shape", shape, "a list of positive ints [N, *features]")
+        return {"name": name, "shape": shape, "seed": _int(f"{field}.seed", value.get("seed", 0))}
+    split = value.get("split", "all")
+    if split not in _DIGITS_SPLITS:
+        _fail(f"{field}.split", split, f"one of {list(_DIGITS_SPLITS)}")
+    size = _DIGITS_SPLITS[split].stop - _DIGITS_SPLITS[split].start
+    n = _optional_int(f"{field}.n", value.get("n"))
+    if n is not None and n > size:
+        _fail(f"{field}.n", n, f"at most {size} (the size of the digits {split!r} split)")
+    return {"name": name, "split": split, "n": n}
+
+
+def _parse_kernel(kernel: dict) -> dict:
+    kinds = kernel.get("kinds", ["ntk"])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if (
+        not isinstance(kinds, list)
+        or not kinds
+        or len(set(map(str, kinds))) != len(kinds)
+        or not set(kinds) <= set(KINDS)
+    ):
+        _fail("kernel.kinds", kernel.get("kinds"), f"a list of kernels from {list(KINDS)}")
+    impl = kernel.get("implementation", 1)
+    names = {m.name.lower(): int(m) for m in NtkImplementation}
+    if isinstance(impl, str) and impl.lower() in names:
+        impl = names[impl.lower()]
+    elif not (_is_int(impl) and impl in names.values()):
+        _fail("kernel.implementation", impl, f"one of {sorted(names.values())} or {list(names)}")
+    vmap_axes = kernel.get("vmap_axes", 0)
+    if vmap_axes is not None and not _is_int(vmap_axes):
+        _fail("kernel.vmap_axes", vmap_axes, "an int (the batch axis) or null (no vmap)")
+    return {
+        "kinds": tuple(kinds),
+        "trace_axes": _axes("kernel.trace_axes", kernel.get("trace_axes", [-1])),
+        "diagonal_axes": _axes("kernel.diagonal_axes", kernel.get("diagonal_axes", [])),
+        "vmap_axes": vmap_axes,
+        "implementation": impl,
+    }
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _load_source(value: Any, name: str) -> Source:
+    if isinstance(value, dict):
+        options = {k: v for k, v in value.items() if k != "name"}
+        return MemorySource(load_builtin(value["name"], **options)[0])
+    return as_source(value, name)
+
+
+def _init_stax(layers: list, seed: int, feature_shape: tuple[int, ...]) -> tuple[Callable, Any]:
+    import jax
+
+    from bigntk import stax
+
+    init_fn, apply_fn, _ = stax.serial(*layers)
+    try:
+        _, params = init_fn(jax.random.PRNGKey(seed), (-1, *feature_shape))
+    except Exception as e:
+        raise ConfigError(
+            f"model.stax: initialising the network for inputs of shape (n, "
+            f"{', '.join(map(str, feature_shape))}) failed: {e}"
+        ) from None
+    as_f32 = lambda p: np.asarray(p, np.float32) if np.issubdtype(p.dtype, np.floating) else p  # noqa: E731
+    return apply_fn, jax.tree.map(as_f32, params)
+
+
+def _call_entry_point(fn: Callable, name: str, args: dict) -> tuple[Callable, Any]:
+    try:
+        out = fn(**args)
+    except TypeError as e:
+        raise ConfigError(f"model.args: calling {name}(**{args!r}) failed: {e}") from None
+    if not (isinstance(out, tuple) and len(out) == 2 and callable(out[0])):
+        _fail(
+            "model.entry_point",
+            name,
+            f"a function returning (apply_fn, params), it returned a {type(out).__name__}",
+        )
+    return out
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def _fail(field: str, value: Any, expected: str) -> NoReturn:
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise ConfigError(f"{field}: expected {expected}; got {shown}.")
+
+
+def _check_keys(field: str, mapping: dict, valid: tuple[str, ...]) -> None:
+    for key in mapping:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            where = f"{field}.{key}" if field else str(key)
+            raise ConfigError(f"{where}: unknown key; {hint}Valid keys here: {', '.join(valid)}.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(field: str, value: Any) -> int:
+    if not _is_int(value):
+        _fail(field, value, "an int")
+    return value
+
+
+def _optional_int(field: str, value: Any) -> int | None:
+    if value is not None and not (_is_int(value) and value > 0):
+        _fail(field, value, "a positive int or null")
+    return value
+
+
+def _optional_str(field: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        _fail(field, value, "a string or null")
+    return value
+
+
+def _bool(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        _fail(field, value, "true or false")
+    return value
+
+
+def _axes(field: str, value: Any) -> tuple[int, ...]:
+    if _is_int(value):
+        return (value,)
+    if not isinstance(value, list) or not all(_is_int(a) for a in value):
+        _fail(field, value, "an int or a list of ints, e.g. [-1] or []")
+    return tuple(value)
+
+
+def _resolve(path: str, field: str | None = None) -> str:
+    """An absolute path (relative to the current directory); URLs are kept as they are."""
+    if "://" in path and not path.startswith("file://"):
+        return path
+    store, sep, array = path.removeprefix("file://").partition("::")
+    resolved = os.path.abspath(store)
+    if field is not None and not os.path.exists(resolved):
+        _fail(
+            field,
+            path,
+            f"an existing .npy file or Zarr store (relative paths are resolved "
+            f"against the current directory, {os.getcwd()})",
+        )
+    return resolved + sep + array
