@@ -19,6 +19,7 @@ __all__ = [
     "IncompleteKernelError",
     "BuildInputError",
     "BlockFailedError",
+    "ConfigError",
 ]
 
 
@@ -70,3 +71,11 @@ class BuildInputError(BigNTKError, ValueError):
 
 class BlockFailedError(BigNTKError, RuntimeError):
     """A block kept failing after its retries; committed blocks are kept."""
+
+
+class ConfigError(BigNTKError, ValueError):
+    """A build config (a YAML file or a ``--set`` override) is invalid; nothing was computed.
+
+    The message names the field (``kernel.trace_axes``), the value given and
+    what is expected.
+    """

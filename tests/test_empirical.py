@@ -14,6 +14,7 @@ from tests.oracle import oracle
 IMPLEMENTATIONS = [
     nt.NtkImplementation.JACOBIAN_CONTRACTION,
     nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
+    nt.NtkImplementation.STRUCTURED_DERIVATIVES,
 ]
 
 
@@ -62,7 +63,7 @@ def _disjoint_axis_pairs(ndim):
 @pytest.mark.parametrize("axes", list(_disjoint_axis_pairs(4)), ids=str)
 @pytest.mark.parametrize(
     "implementation,vmap_axes",
-    [(IMPLEMENTATIONS[0], None), (IMPLEMENTATIONS[1], 0)],
+    [(IMPLEMENTATIONS[0], None), (IMPLEMENTATIONS[1], 0), (IMPLEMENTATIONS[2], None)],
 )
 def test_every_trace_and_diagonal_combination_on_nhwc(axes, implementation, vmap_axes):
     f, params, x1, x2 = models.conv_image_out()

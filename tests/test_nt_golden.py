@@ -64,8 +64,8 @@ def test_same_function_on_nt_parameters(case):
 @pytest.mark.parametrize("case", _cases())
 @pytest.mark.parametrize(
     "implementation,vmap_axes",
-    [(1, None), (1, 0), (2, 0)],
-    ids=["jc", "jc-vmap", "vp-vmap"],
+    [(1, None), (1, 0), (2, 0), (3, None), (3, 0)],
+    ids=["jc", "jc-vmap", "vp-vmap", "sd", "sd-vmap"],
 )
 def test_same_empirical_kernels(case, implementation, vmap_axes):
     data, _ = golden()

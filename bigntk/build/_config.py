@@ -253,11 +253,9 @@ def parse_config(raw: Any, source: str = "<config>") -> BuildConfig:
 def _parse_model(model: dict) -> dict:
     if ("stax" in model) == ("entry_point" in model):
         got = "both" if "stax" in model else "neither"
-        _fail(
-            "model",
-            model,
-            f"exactly one of model.stax (a list of layers) or model.entry_point "
-            f"('package.module:function'); got {got}",
+        raise ConfigError(
+            "model: expected exactly one of model.stax (a list of layers) or model.entry_point "
+            f"('package.module:function'); got {got}."
         )
     if "stax" in model:
         if "args" in model:
@@ -314,11 +312,10 @@ def _parse_layer(field: str, spec: Any) -> Any:
     valid = [n for n in stax.__all__ if n not in _NOT_LAYERS]
     if name not in valid:
         hint = difflib.get_close_matches(name, valid, n=1)
-        _fail(
-            field,
-            name,
-            f"a bigntk.stax layer, one of {valid}"
-            + (f"; did you mean {hint[0]!r}?" if hint else ""),
+        raise ConfigError(
+            f"{field}: unknown layer {name!r}; "
+            + (f"did you mean {hint[0]!r}? " if hint else "")
+            + f"Expected a bigntk.stax layer, one of {', '.join(valid)}."
         )
     if len(rest) == 2:
         args, kwargs = rest
@@ -383,7 +380,7 @@ def _parse_kernel(kernel: dict) -> dict:
         or len(set(map(str, kinds))) != len(kinds)
         or not set(kinds) <= set(KINDS)
     ):
-        _fail("kernel.kinds", kernel.get("kinds"), f"a list of kernels from {list(KINDS)}")
+        _fail("kernel.kinds", kernel.get("kinds"), f"a list of {list(KINDS)} without repeats")
     impl = kernel.get("implementation", 1)
     names = {m.name.lower(): int(m) for m in NtkImplementation}
     if isinstance(impl, str) and impl.lower() in names:
@@ -419,7 +416,8 @@ def _init_stax(layers: list, seed: int, feature_shape: tuple[int, ...]) -> tuple
 
     init_fn, apply_fn, _ = stax.serial(*layers)
     try:
-        _, params = init_fn(jax.random.PRNGKey(seed), (-1, *feature_shape))
+        with jax.enable_x64(False):  # the same float32 draws whether or not x64 is on
+            _, params = init_fn(jax.random.PRNGKey(seed), (-1, *feature_shape))
     except Exception as e:
         raise ConfigError(
             f"model.stax: initialising the network for inputs of shape (n, "
@@ -456,9 +454,9 @@ def _check_keys(field: str, mapping: dict, valid: tuple[str, ...]) -> None:
     for key in mapping:
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = f"; did you mean {close[0]!r}?" if close else "."
             where = f"{field}.{key}" if field else str(key)
-            raise ConfigError(f"{where}: unknown key; {hint}Valid keys here: {', '.join(valid)}.")
+            raise ConfigError(f"{where}: unknown key{hint} Valid keys here: {', '.join(valid)}.")
 
 
 def _is_int(value: Any) -> bool:

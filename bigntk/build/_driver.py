@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -279,6 +280,14 @@ def _probe(f, params, kwargs, settings, a, b):
     return kernel_fn(a, b, settings["kinds"], params, **kwargs)._asdict()
 
 
+def _worker_env() -> dict[str, str]:
+    """Environment of worker processes: the driver's x64 setting, huge pages for malloc."""
+    env = {"JAX_ENABLE_X64": "1" if jax.config.jax_enable_x64 else "0"}
+    # Jacobian-heavy blocks page-fault less with huge pages (~30% faster on CPU)
+    env["GLIBC_TUNABLES"] = os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    return env
+
+
 def _versions() -> dict:
     import importlib.metadata as md
 
@@ -308,7 +317,9 @@ def _run(store, model, settings, s1, s2, workers, devices, gpus, progress, ray_s
     if pending:
         sources = [s.for_workers() if isinstance(s, MemorySource) else s for s in (s1, s2)]
         model_ref = ray.put(model)
-        actor_cls = ray.remote(BlockWorker).options(num_cpus=1, num_gpus=devices if gpus else 0)
+        actor_cls = ray.remote(BlockWorker).options(
+            num_cpus=1, num_gpus=devices if gpus else 0, runtime_env={"env_vars": _worker_env()}
+        )
 
         def new_actor():
             return actor_cls.remote([model_ref], settings, store.path, sources[0], sources[1])
@@ -316,7 +327,7 @@ def _run(store, model, settings, s1, s2, workers, devices, gpus, progress, ray_s
         actors = [new_actor() for _ in range(min(workers, len(pending)))]
         infos = ray.get([a.info.remote() for a in actors])  # wait until they are ready
         workers_start_s = time.perf_counter() - start
-        computed, entries = _schedule(store, plan, done, pending, actors, new_actor, bar)
+        computed, entries = _schedule(store, plan, done, pending, actors, new_actor, bar, skipped)
         store.update_meta(
             timings={
                 "last_run_s": time.perf_counter() - start,
@@ -350,7 +361,7 @@ def _entries(plan, block: tuple[int, int]) -> int:
     return (r1 - r0) * (c1 - c0) * (2 if mirrored else 1)
 
 
-def _schedule(store, plan, done, pending, actors, new_actor, bar) -> tuple[int, int]:
+def _schedule(store, plan, done, pending, actors, new_actor, bar, skipped) -> tuple[int, int]:
     """Run the pending blocks on ``actors``, replacing dead ones with ``new_actor()``."""
     import ray
 
@@ -400,5 +411,6 @@ def _schedule(store, plan, done, pending, actors, new_actor, bar) -> tuple[int, 
             store.commit(np.array(to_commit), done)
             to_commit.clear()
             last_commit = time.perf_counter()
-            bar.set_postfix_str(f"{entries / max(bar.format_dict['elapsed'], 1e-9):,.0f} entries/s")
+            rate = entries / max(bar.format_dict["elapsed"], 1e-9)
+            bar.set_postfix_str(f"{rate:,.0f} entries/s, {skipped} resumed")
     return computed, entries
