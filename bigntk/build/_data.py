@@ -134,6 +134,8 @@ def as_source(x: Any, name: str) -> Source:
         import zarr
 
         if isinstance(x, zarr.Array):
+            if isinstance(x.store, zarr.storage.MemoryStore):  # workers cannot see it
+                return MemorySource(np.asarray(x[...]))
             return ZarrSource(f"{x.store}::{x.path}" if x.path else str(x.store))
     except ImportError:  # pragma: no cover
         pass
