@@ -247,17 +247,37 @@ def test_killed_driver_resumes_to_the_same_kernel_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(resumed, nt.open_kernel(clean).compute())
 
 
-def test_sharded_block_kernel_gives_the_same_numbers():
+def _conv_relu():
+    from bigntk import stax
+
+    init_fn, apply_fn, _ = stax.serial(
+        stax.Conv(4, (3, 3), padding="SAME"), stax.Relu(), stax.Flatten(), stax.Dense(2)
+    )
+    _, params = init_fn(jax.random.PRNGKey(0), (-1, 6, 6, 1))
+    return apply_fn, jax.tree.map(lambda a: a.astype(np.float32), params)
+
+
+@pytest.mark.parametrize("model", ["mlp", "conv_relu"])
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_sharded_block_kernel_gives_the_same_numbers(model, diagonal):
     from bigntk.build._compute import BlockKernel
 
-    f, params = bm.mlp()
-    x1, x2 = bm.data(8, seed=1), bm.data(8, seed=2)
+    if model == "mlp":
+        f, params = bm.mlp()
+        x1, x2 = bm.data(8, seed=1), bm.data(8, seed=2)
+    else:  # the SPMD partitioner got this one wrong (jax 0.10, CPU): shard_map must not
+        f, params = _conv_relu()
+        rng = np.random.default_rng(0)
+        x1, x2 = (rng.standard_normal((8, 6, 6, 1)).astype(np.float32) for _ in range(2))
     devices = jax.devices()
     assert len(devices) == 4  # conftest: jax_num_cpu_devices
-    settings = dict(kinds=("ntk",), trace_axes=(), diagonal_axes=(), vmap_axes=0,
-                    implementation=1, block=8)  # fmt: skip
-    one = BlockKernel(f, params, devices=devices[:1], **settings)(x1, x2)["ntk"]
-    four = BlockKernel(f, params, devices=devices, **settings)(x1, x2)["ntk"]
-    np.testing.assert_allclose(four, one, rtol=1e-6, atol=1e-6)
+    settings = dict(kinds=("ntk", "nngp"), trace_axes=(), diagonal_axes=(0,) if diagonal else (),
+                    vmap_axes=0, implementation=1, block=8, diagonal=diagonal)  # fmt: skip
+    one = BlockKernel(f, params, devices=devices[:1], **settings)
+    four = BlockKernel(f, params, devices=devices, **settings)
+    for second in (x2, None):
+        expected, got = one(x1, second), four(x1, second)
+        for kind in ("ntk", "nngp"):
+            np.testing.assert_allclose(got[kind], expected[kind], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="multiple of the 4 local devices"):
         BlockKernel(f, params, devices=devices, **{**settings, "block": 6})
