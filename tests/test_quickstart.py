@@ -53,6 +53,6 @@ def test_example_script_prints_the_shapes():
 def test_readme_commands_are_the_ones_ci_runs():
     quick = _readme_block("<!-- ci:quickstart -->", "bash")
     test = _readme_block("<!-- ci:test -->", "bash")
-    assert "examples/quickstart.py" in quick and "pip install -e ." in quick
+    assert "bigntk build configs/" in quick and "pip install -e ." in quick
     assert "pytest" in test and "'.[dev]'" in test
     assert "ci:test" in (ROOT / ".ci" / "run").read_text()

@@ -48,9 +48,10 @@ import numpy as np
 import yaml
 
 from bigntk.build._data import MemorySource, Source, as_source
+from bigntk.build._datasets import BUILTIN_KEYS, DIGITS_SPLITS, load_builtin
 from bigntk.build._spec import KINDS
 from bigntk.empirical._implementation import NtkImplementation
-from bigntk.errors import BuildInputError, ConfigError
+from bigntk.errors import ConfigError
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("stax", "entry_point", "args", "seed"),
@@ -60,45 +61,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "output": ("path", "overwrite"),
     "ray": ("address", "workers"),
 }
-_BUILTIN_KEYS = {"digits": ("builtin", "split", "n"), "synthetic": ("builtin", "shape", "seed")}
-_DIGITS_SPLITS = {"train": slice(0, 1500), "test": slice(1500, 1797), "all": slice(0, 1797)}
 # combinators that take layers cannot be written as a flat list
 _NOT_LAYERS = {"serial", "parallel", "FanOut", "FanInSum", "FanInConcat", "Kernel"}
-
-
-def load_builtin(
-    name: str,
-    split: str = "all",
-    *,
-    n: int | None = None,
-    shape: Sequence[int] | None = None,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """A bundled dataset (nothing is downloaded).
-
-    * ``'digits'``: scikit-learn's 8x8 handwritten digits. ``split``:
-      ``'train'`` (the first 1,500), ``'test'`` (the other 297) or ``'all'``;
-      ``n`` keeps the first ``n`` of the split. Returns ``x`` float32
-      ``(N, 8, 8, 1)`` in ``[0, 1]`` and labels ``y`` int64 ``(N,)``.
-    * ``'synthetic'``: standard normal float32 of ``shape`` (``shape[0]``
-      examples) drawn from ``seed``. Returns ``(x, None)``.
-    """
-    if name == "digits":
-        if split not in _DIGITS_SPLITS:
-            raise BuildInputError(f"split must be one of {list(_DIGITS_SPLITS)}, got {split!r}.")
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        part = _DIGITS_SPLITS[split]
-        x = (digits.images[part] / 16.0).astype(np.float32)[..., None]
-        y = digits.target[part].astype(np.int64)
-        return (x, y) if n is None else (x[:n], y[:n])
-    if name == "synthetic":
-        if shape is None or len(shape) < 1:
-            raise BuildInputError(f"synthetic data needs a shape (N, *features), got {shape!r}.")
-        rng = np.random.default_rng(seed)
-        return rng.standard_normal(tuple(shape), dtype=np.float32), None
-    raise BuildInputError(f"no built-in dataset {name!r}; choose one of {list(_BUILTIN_KEYS)}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,18 +317,18 @@ def _parse_data(field: str, value: Any) -> Any:
             "{builtin: digits | synthetic, ...}",
         )
     name = value.get("builtin")
-    if name not in _BUILTIN_KEYS:
-        _fail(f"{field}.builtin", name, f"one of {list(_BUILTIN_KEYS)}")
-    _check_keys(field, value, _BUILTIN_KEYS[name])
+    if name not in BUILTIN_KEYS:
+        _fail(f"{field}.builtin", name, f"one of {list(BUILTIN_KEYS)}")
+    _check_keys(field, value, BUILTIN_KEYS[name])
     if name == "synthetic":
         shape = value.get("shape")
         if not isinstance(shape, list) or not shape or not all(_is_int(s) and s > 0 for s in shape):
             _fail(f"{field}.shape", shape, "a list of positive ints [N, *features]")
         return {"name": name, "shape": shape, "seed": _int(f"{field}.seed", value.get("seed", 0))}
     split = value.get("split", "all")
-    if split not in _DIGITS_SPLITS:
-        _fail(f"{field}.split", split, f"one of {list(_DIGITS_SPLITS)}")
-    size = _DIGITS_SPLITS[split].stop - _DIGITS_SPLITS[split].start
+    if split not in DIGITS_SPLITS:
+        _fail(f"{field}.split", split, f"one of {list(DIGITS_SPLITS)}")
+    size = DIGITS_SPLITS[split].stop - DIGITS_SPLITS[split].start
     n = _optional_int(f"{field}.n", value.get("n"))
     if n is not None and n > size:
         _fail(f"{field}.n", n, f"at most {size} (the size of the digits {split!r} split)")
