@@ -6,6 +6,7 @@
     bigntk status STORE          # blocks done, kinds, shapes, last run's timings
     bigntk info STORE            # the stored build spec and versions, as YAML
     bigntk verify CONFIG.yaml [--blocks K] [--seed S] [--set ...]
+    bigntk plan CONFIG.yaml [--workers N] [--flops-per-s F] [--no-measure] [--set ...]
 
 ``verify`` needs the config (the store keeps fingerprints of the model and
 data, not the model and data): it recomputes ``K`` random committed blocks in
@@ -107,6 +108,23 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, default=0, help="seed of the block sample")
     overrides(verify)
     verify.set_defaults(run=_verify)
+
+    plan = commands.add_parser(
+        "plan", help="blocks, bytes on disk, per-block cost and device-hours of a config's build"
+    )
+    plan.add_argument("config", help="YAML build config")
+    overrides(plan)
+    plan.add_argument("--workers", type=int, default=None, help="workers for the wall time")
+    plan.add_argument(
+        "--flops-per-s",
+        type=float,
+        default=None,
+        help="throughput of the target device (e.g. 5e13): per-block time from XLA's FLOPs",
+    )
+    plan.add_argument(
+        "--no-measure", dest="measure", action="store_false", help="do not time a block here"
+    )
+    plan.set_defaults(run=_plan)
     return parser
 
 
@@ -176,6 +194,20 @@ def _info(args: argparse.Namespace) -> int:
         "versions": meta.get("versions"),
     }
     print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None), end="")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from bigntk.build import load_config
+    from bigntk.build._estimate import estimate
+
+    config = load_config(args.config, args.set)
+    result = estimate(
+        config, workers=args.workers, flops_per_s=args.flops_per_s, measure=args.measure
+    )
+    print(f"bigntk plan: {args.config} -> {config.path}")
+    for line in result.lines():
+        print(f"  {line}")
     return 0
 
 
