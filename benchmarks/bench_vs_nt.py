@@ -33,8 +33,14 @@ CASES = {
     "fcn1024_untraced": ("fcn1024", 5, 20, (32, 32, 3), (), ()),
     "mnist2048_16": ("mnist2048", 16, None, (784,), (-1,), ()),
     "mnist2048_128": ("mnist2048", 128, None, (784,), (-1,), ()),
+    "resnet_ln": ("resnet_ln", 8, 16, (16, 16, 3), (-1,), ()),
+    "transformer_emb": ("transformer", 8, 16, (16,), (-1,), ()),
 }
 IMPLS = (1, 2, 3)
+#: bigntk only: AUTO called as users call kernel functions (timed trial), and under a
+#: user's jax.jit (predicted from XLA's cost analysis); Neural Tangents' AUTO is
+#: documented as unreliable on CPU/GPU and is not run.
+AUTO_CELLS = (0, -1)
 MEMORY_CAP = 12 * 2**30
 TIMEOUT_S = 150
 
@@ -74,6 +80,53 @@ def model(name: str, rng, in_shape):
 
         return f, params
 
+    if name == "resnet_ln":  # conv stem, two residual blocks (LayerNorm-Relu-Conv), pool, dense
+        c = 16
+        stem = normal(rng, (3, 3, in_shape[-1], c))
+        blocks = [(normal(rng, (c,)) * 0.1 + 1, normal(rng, (c,)) * 0.1,
+                   normal(rng, (3, 3, c, c))) for _ in range(2)]  # fmt: skip
+        params = (stem, blocks, dense_init(0, c, 10))
+
+        def conv(h, w):
+            y = lax.conv_general_dilated(h, w, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+            return y / jnp.sqrt(w.shape[0] * w.shape[1] * w.shape[2])
+
+        def f(params, x):
+            stem, blocks, head = params
+            h = conv(x, stem)
+            for gamma, beta, w in blocks:
+                mu = h.mean(-1, keepdims=True)
+                z = (h - mu) / jnp.sqrt(((h - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
+                h = h + conv(jax.nn.relu(z * gamma + beta), w)
+            return dense(head, h.mean((1, 2)))
+
+        return f, params
+
+    if name == "transformer":  # token + position embedding, one attention block, MLP, pool
+        vocab, d, hidden, length = 64, 32, 64, in_shape[0]
+        params = {
+            "embed": normal(rng, (vocab, d)), "pos": 0.1 * normal(rng, (length, d)),
+            "qkvo": [normal(rng, (d, d)) for _ in range(4)],
+            "mlp": [dense_init(0, d, hidden), dense_init(1, hidden, d)],
+            "head": dense_init(2, d, 10),
+        }  # fmt: skip
+
+        def layer_norm(h):
+            mu = h.mean(-1, keepdims=True)
+            return (h - mu) / jnp.sqrt(((h - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
+
+        def f(params, tokens):
+            h = params["embed"][tokens] + params["pos"]
+            wq, wk, wv, wo = (w / jnp.sqrt(d) for w in params["qkvo"])
+            q, k, v = layer_norm(h) @ wq, layer_norm(h) @ wk, layer_norm(h) @ wv
+            att = jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2) / jnp.sqrt(d), axis=-1)
+            h = h + (att @ v) @ wo
+            h = h + dense(params["mlp"][1], jax.nn.gelu(dense(params["mlp"][0], layer_norm(h))))
+            return dense(params["head"], h.mean(-2))
+
+        return f, params
+
     assert name == "cnn"  # NT docs: Conv(32,3x3)-Relu-Conv-Relu-Conv-Flatten-Dense(10)
     chans = [in_shape[-1], 32, 32, 32]
     convs = [normal(rng, (3, 3, chans[i], chans[i + 1])) for i in range(3)]
@@ -105,17 +158,35 @@ def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
         import bigntk as nt
     name, n1, n2, in_shape, trace_axes, diagonal_axes = CASES[case]
     rng = np.random.default_rng(0)
-    x1 = normal(rng, (n1, *in_shape))
-    x2 = None if n2 is None else normal(rng, (n2, *in_shape))
+    if name == "transformer":
+        import jax.numpy as jnp
+
+        x1 = jnp.asarray(rng.integers(0, 64, (n1, *in_shape)), jnp.int32)
+        x2 = None if n2 is None else jnp.asarray(rng.integers(0, 64, (n2, *in_shape)), jnp.int32)
+    else:
+        x1 = normal(rng, (n1, *in_shape))
+        x2 = None if n2 is None else normal(rng, (n2, *in_shape))
     f, params = model(name, rng, in_shape)
     fn = nt.empirical_ntk_fn(f, trace_axes=trace_axes, diagonal_axes=diagonal_axes,
-                             vmap_axes=0, implementation=impl)  # fmt: skip
+                             vmap_axes=0, implementation=max(impl, 0))  # fmt: skip
     kernel = (
         jax.jit(lambda a, b, p: fn(a, b, p))
         if x2 is not None
         else jax.jit(lambda a, p: fn(a, None, p))
     )
     args = (x1, x2, params) if x2 is not None else (x1, params)
+    flops = None
+    try:  # XLA's FLOP count of the compiled program
+        if impl == 0:  # lowering under jit here would make AUTO decide by estimate
+            raise RuntimeError("not for the AUTO trial cell")
+        cost = kernel.lower(*args).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        flops = float(cost.get("flops", 0.0)) or None
+    except Exception:  # noqa: BLE001 - cost analysis is best effort
+        pass
+    chosen = None
+    if impl == 0:  # AUTO as users call it: kernel functions are jitted inside
+        kernel = (lambda a, b, p: fn(a, b, p)) if x2 is not None else (lambda a, p: fn(a, None, p))
     start = time.perf_counter()
     out = jax.block_until_ready(kernel(*args))
     first = time.perf_counter() - start
@@ -128,11 +199,16 @@ def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
             break
     median = float(np.median(times))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if impl <= 0:
+        decision = fn.plan(*((x1, x2, params) if x2 is not None else (x1, None, params)))
+        chosen = f"{decision.implementation.name} ({decision.how})"
+        if impl == 0 and decision.how == "trial":
+            flops = None  # the outer program was not the one run
     return {
         "lib": lib, "case": case, "impl": impl, "status": "ok", "first_s": first,
         "median_s": median, "repeats": len(times), "peak_rss_mib": peak,
         "shape": list(out.shape), "checksum": float(np.asarray(out, np.float64).sum()),
-        "jax": jax.__version__,
+        "jax": jax.__version__, "flops": flops, "chosen": chosen,
     }  # fmt: skip
 
 
@@ -161,8 +237,9 @@ def compare(nt_python: str, repeats: int, cases: list[str], out: str) -> None:
     rows = []
     load0 = os.getloadavg()
     for case in cases:
-        for impl in IMPLS:
-            for lib, python in (("nt", nt_python), ("bigntk", sys.executable)):
+        for impl in IMPLS + AUTO_CELLS:
+            libs = (("nt", nt_python), ("bigntk", sys.executable)) if impl > 0 else ()
+            for lib, python in libs + (() if impl > 0 else (("bigntk", sys.executable),)):
                 r = run_cell(python, lib, case, impl, repeats)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
@@ -175,21 +252,56 @@ def compare(nt_python: str, repeats: int, cases: list[str], out: str) -> None:
     with open(out, "w") as fh:
         json.dump(info, fh, indent=1)
     print(f"\n{info['machine']}; load {load0} -> {info['loadavg_end']}\n")
-    print("| case | impl | NT median (s) | bigntk median (s) | bigntk / NT | agree (rel) |")
-    print("|---|---|---|---|---|---|")
+    print(table(rows, cases))
+
+
+def table(rows: list[dict], cases: list[str]) -> str:
+    """Markdown: every implementation side by side, then AUTO against bigntk's fastest."""
+
+    def get(case, impl, lib):
+        return next((r for r in rows if (r["case"], r["impl"], r["lib"]) == (case, impl, lib)),
+                    {"status": "-"})  # fmt: skip
+
+    def t(r):
+        return f"{r['median_s']:.4f}" if r["status"] == "ok" else r["status"]
+
+    def gflops(r):
+        if r["status"] != "ok" or not r.get("flops"):
+            return "-"
+        return f"{r['flops'] / 1e9:.2f} / {r['flops'] / r['median_s'] / 1e9:.1f}"
+
+    lines = [
+        "| case | impl | NT median (s) | bigntk median (s) | bigntk / NT | agree (rel) "
+        "| NT / bigntk peak RSS (MiB) | bigntk GFLOP / GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for case in cases:
         for impl in IMPLS:
-            a, b = (next(r for r in rows if (r["case"], r["impl"], r["lib"]) == (case, impl, lib))
-                    for lib in ("nt", "bigntk"))  # fmt: skip
-
-            def t(r):
-                return f"{r['median_s']:.4f}" if r["status"] == "ok" else r["status"]
-
+            a, b = get(case, impl, "nt"), get(case, impl, "bigntk")
             ratio = agree = "-"
             if a["status"] == b["status"] == "ok":
                 ratio = f"{b['median_s'] / a['median_s']:.2f}"
                 agree = f"{abs(a['checksum'] - b['checksum']) / max(abs(a['checksum']), 1e-30):.1e}"
-            print(f"| {case} | {impl} | {t(a)} | {t(b)} | {ratio} | {agree} |")
+            rss = "/".join(
+                f"{r['peak_rss_mib']:.0f}" if r["status"] == "ok" else "-" for r in (a, b)
+            )
+            lines.append(f"| {case} | {impl} | {t(a)} | {t(b)} | {ratio} | {agree} | {rss} "
+                         f"| {gflops(b)} |")  # fmt: skip
+    lines += ["", "| case | fastest bigntk (s) | AUTO (s), chosen | AUTO / fastest "
+              "| AUTO under jit (s), chosen | ratio |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for case in cases:
+        ok = [get(case, i, "bigntk") for i in IMPLS if get(case, i, "bigntk")["status"] == "ok"]
+        best = min(ok, key=lambda r: r["median_s"]) if ok else None
+        cells = []
+        for impl in AUTO_CELLS:
+            r = get(case, impl, "bigntk")
+            ratio = "-"
+            if best and r["status"] == "ok":
+                ratio = f"{r['median_s'] / best['median_s']:.2f}"
+            cells.append(f"{t(r)}, {r.get('chosen')} | {ratio}")
+        fastest = f"{best['median_s']:.4f} ({best['impl']})" if best else "-"
+        lines.append(f"| {case} | {fastest} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -198,7 +310,7 @@ def main() -> None:
     c = sub.add_parser("cell")
     c.add_argument("--lib", choices=("bigntk", "nt"), required=True)
     c.add_argument("--case", choices=sorted(CASES), required=True)
-    c.add_argument("--impl", type=int, choices=IMPLS, required=True)
+    c.add_argument("--impl", type=int, choices=IMPLS + AUTO_CELLS, required=True)
     c.add_argument("--repeats", type=int, default=5)
     m = sub.add_parser("compare")
     m.add_argument("--nt-python", default="/work/nt-venv/bin/python")

@@ -11,6 +11,7 @@ __all__ = [
     "BigNTKError",
     "AxisSizeMismatchError",
     "UnsupportedImplementationError",
+    "MemoryBudgetError",
     "UnsupportedLayerError",
     "LayerArgumentError",
     "StoreError",
@@ -20,6 +21,13 @@ __all__ = [
     "BuildInputError",
     "BlockFailedError",
     "ConfigError",
+    "JobSubmitError",
+    "StoreLockedError",
+    "LeaseLostError",
+    "StoreFullError",
+    "KernelShapeError",
+    "NotPositiveDefiniteError",
+    "ConvergenceWarning",
 ]
 
 
@@ -33,6 +41,13 @@ class AxisSizeMismatchError(BigNTKError, ValueError):
 
 class UnsupportedImplementationError(BigNTKError, NotImplementedError):
     """The requested NTK implementation is not available (yet)."""
+
+
+class MemoryBudgetError(BigNTKError, MemoryError):
+    """A kernel cannot be computed within ``memory_budget``, even in the smallest chunks.
+
+    The message names the minimum number of bytes needed.
+    """
 
 
 class UnsupportedLayerError(BigNTKError, NotImplementedError):
@@ -73,9 +88,44 @@ class BlockFailedError(BigNTKError, RuntimeError):
     """A block kept failing after its retries; committed blocks are kept."""
 
 
+class StoreLockedError(StoreError, RuntimeError):
+    """Another driver holds the store's writer lease; the message names it (host, pid, start)."""
+
+
+class LeaseLostError(StoreError, RuntimeError):
+    """This driver's writer lease was taken over (it expired); the build stopped writing."""
+
+
+class StoreFullError(StoreError, OSError):
+    """The store's disk (or quota) is full; committed blocks are kept, resume once freed."""
+
+
 class ConfigError(BigNTKError, ValueError):
     """A build config (a YAML file or a ``--set`` override) is invalid; nothing was computed.
 
     The message names the field (``kernel.trace_axes``), the value given and
     what is expected.
     """
+
+
+class KernelShapeError(BigNTKError, ValueError):
+    """Kernels or targets given to ``bigntk.solve`` have shapes that do not fit together.
+
+    The message names the argument, the shape given and the shape expected.
+    """
+
+
+class NotPositiveDefiniteError(BigNTKError, ValueError):
+    """The regularised kernel is not positive definite enough to solve with.
+
+    Raised when a Cholesky factorisation fails or conjugate gradients meet
+    non-positive curvature; the message suggests a larger ``diag_reg``.
+    """
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """An iterative solver stopped at ``maxiter`` before reaching its tolerance."""
+
+
+class JobSubmitError(BigNTKError, RuntimeError):
+    """``bigntk submit`` refused or lost a Ray job (e.g. one is already building the store)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import bigntk as nt
-from bigntk.errors import AxisSizeMismatchError, UnsupportedImplementationError
+from bigntk.errors import AxisSizeMismatchError
 from tests import models
 from tests.oracle import oracle
 from tests.test_empirical import IMPLEMENTATIONS, assert_kernels_match, to64
@@ -91,11 +91,13 @@ def test_axis_out_of_range(mlp64):
         nt.empirical_kernel_fn(f, trace_axes="x")
 
 
-@pytest.mark.parametrize("impl", [0, nt.NtkImplementation.AUTO, "auto"])
-def test_unavailable_implementations_name_the_supported_ones(impl):
-    with pytest.raises(NotImplementedError, match="Supported: JACOBIAN_CONTRACTION") as e:
-        nt.empirical_ntk_fn(lambda p, x: x * p, implementation=impl)
-    assert isinstance(e.value, UnsupportedImplementationError)
+@pytest.mark.parametrize("impl", [0, nt.NtkImplementation.AUTO, "auto", "AUTO"])
+def test_auto_is_accepted_in_every_spelling(impl, mlp64):
+    f, params, x1, x2 = mlp64
+    fn = nt.empirical_ntk_fn(f, implementation=impl)
+    expected = nt.empirical_ntk_fn(f, implementation=1)(x1, x2, params)
+    np.testing.assert_allclose(fn(x1, x2, params), expected, rtol=1e-10)
+    assert fn.plan(x1, x2, params).implementation in (1, 2, 3)
 
 
 @pytest.mark.parametrize("impl", [4, -1, "fast", 1.5])

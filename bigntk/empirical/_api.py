@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from bigntk.empirical._auto import Decision, Planner, ProblemInfo, activation_size, rough_bytes
 from bigntk.empirical._axes import axes_spec, check_sizes
+from bigntk.empirical._chunking import (
+    Chunks,
+    batch_size,
+    chunked,
+    example_sides,
+    min_param_group,
+)
 from bigntk.empirical._implementation import (
     DEFAULT_NTK_IMPLEMENTATION,
     NtkImplementation,
+    as_implementation,
     get_implementation,
 )
 from bigntk.empirical._kwargs import split_kwargs
+from bigntk.empirical._memory import check_budget
 from bigntk.empirical._nngp import nngp as _nngp
 from bigntk.empirical._problem import Problem
 from bigntk.empirical._trees import SplitParams, combine, is_array, partition
@@ -76,19 +87,17 @@ def _x2_or_none(x1: Any, x2: Any) -> Any:
     return x2
 
 
-def _kernels(
+def _setup(
     f: Callable,
-    kinds: tuple[str, ...],
     trace_axes: Any,
     diagonal_axes: Any,
     vmap_axes: Any,
-    ntk_impl: Callable | None,
     x1: Any,
     x2: Any,
     params: Any,
     kwargs: dict,
-) -> dict[str, Any]:
-    """Every requested kind, each a pytree shaped like ``f``'s output."""
+) -> tuple[Problem, Any, list, list]:
+    """The checked :class:`Problem` of a call, ``f``'s output treedef and leaves for x1, x2."""
     kw1, kw2, split = split_kwargs(kwargs, x1, x2)
     same = x2 is None and not split
     x2 = x1 if x2 is None else x2
@@ -127,19 +136,78 @@ def _kernels(
         vmap=vm,
         out_axes=None if vm is None else out_axes_per_leaf(vm, out1),
     )
+    return pb, treedef, leaves1, leaves2
+
+
+def _kernels(
+    f: Callable,
+    kinds: tuple[str, ...],
+    trace_axes: Any,
+    diagonal_axes: Any,
+    vmap_axes: Any,
+    ntk_impl: Callable | None,
+    x1: Any,
+    x2: Any,
+    params: Any,
+    kwargs: dict,
+) -> dict[str, Any]:
+    """Every requested kind, each a pytree shaped like ``f``'s output."""
+    pb, treedef, leaves1, leaves2 = _setup(
+        f, trace_axes, diagonal_axes, vmap_axes, x1, x2, params, kwargs
+    )
     result = {}
     if "nngp" in kinds:
         result["nngp"] = jax.tree.unflatten(treedef, _nngp(pb))
     if "ntk" in kinds:
-        if sp.diff:
+        if pb.params.diff:
             ntk = ntk_impl(pb)
         else:  # nothing to differentiate: the NTK is zero
             ntk = [
                 jnp.zeros(s.result_shape(a.shape, b.shape), d)
-                for s, a, b, d in zip(specs, leaves1, leaves2, pb.ntk_dtypes, strict=True)
+                for s, a, b, d in zip(pb.specs, leaves1, leaves2, pb.ntk_dtypes, strict=True)
             ]
         result["ntk"] = jax.tree.unflatten(treedef, ntk)
     return result
+
+
+def _info(
+    f: Callable, trace_axes: Any, diagonal_axes: Any, vmap_axes: Any, x1, x2, params, kwargs
+) -> ProblemInfo:
+    """Sizes of a call (evaluated on shapes only; see ``_auto.ProblemInfo``)."""
+    pb, _, leaves1, leaves2 = _setup(
+        f, trace_axes, diagonal_axes, vmap_axes, x1, x2, params, kwargs
+    )
+    diff = pb.params.diff
+    n_params = sum(int(leaf.size) for leaf in diff)
+    if not diff:
+        return ProblemInfo(False, 0, 1, (), None, None, 1, 0)
+    activations = 0
+    for x, kw in {id(s): s for s in ((pb.x1, pb.kw1), (pb.x2, pb.kw2))}.values():
+        jaxpr = jax.make_jaxpr(lambda d, x=x, kw=kw: pb.call(d, x, kw))(diff)
+        activations += activation_size(jaxpr.jaxpr)
+    if pb.vmap is None:
+        basis = max(math.prod(a.shape) for a in leaves2)
+    else:
+        basis = max(
+            math.prod(a.shape) // max(a.shape[b], 1)
+            for a, b in zip(leaves2, pb.out_axes, strict=True)
+        )
+    out_sizes = sum(math.prod(a.shape) for a in leaves1 + leaves2)
+    result = sum(
+        math.prod(s.result_shape(a.shape, b.shape))
+        for s, a, b in zip(pb.specs, leaves1, leaves2, strict=True)
+    )
+    itemsize = max(jnp.dtype(d).itemsize for d in pb.ntk_dtypes)
+    return ProblemInfo(
+        has_params=True,
+        n_params=n_params,
+        min_group=min_param_group(pb.params),
+        example_sides=example_sides(pb),
+        n1=batch_size(pb, 1),
+        n2=batch_size(pb, 2),
+        basis=max(basis, 1),
+        rough_bytes=rough_bytes(itemsize, out_sizes, n_params, activations, result),
+    )
 
 
 class _Compiled:
@@ -157,7 +225,8 @@ class _Compiled:
         d1, d2, dp, dkw = dynamic
         return self._fn(kinds, combine(d1, s1), combine(d2, s2), combine(dp, sp), combine(dkw, skw))
 
-    def __call__(self, kinds, x1, x2, params, kwargs):
+    def split(self, kinds, x1, x2, params, kwargs) -> tuple[tuple, tuple, bool]:
+        """``(dynamic, static, hashable)``: traced leaves, the rest, and whether it hashes."""
         d1, s1 = partition(x1, _traced_in_inputs)
         d2, s2 = partition(x2, _traced_in_inputs)
         dp, sp = partition(params, _traced_in_inputs)
@@ -166,9 +235,70 @@ class _Compiled:
         try:
             hash(static)
         except TypeError:
+            return (d1, d2, dp, dkw), static, False
+        return (d1, d2, dp, dkw), static, True
+
+    def lower(self, kinds, x1, x2, params, kwargs) -> Any:
+        """The program lowered for these arguments (tracers are lowered by shape)."""
+        dynamic, static, hashable = self.split(kinds, x1, x2, params, kwargs)
+        dynamic = jax.tree.map(_abstract_if_traced, dynamic)
+        if hashable:
+            return self._jit.lower(dynamic, static)
+        return jax.jit(lambda d: self._from_parts(d, static)).lower(dynamic)
+
+    def __call__(self, kinds, x1, x2, params, kwargs):
+        dynamic, static, hashable = self.split(kinds, x1, x2, params, kwargs)
+        if not hashable:
             logger.debug("Unhashable static argument; computing the kernel without jit.")
             return self._fn(kinds, x1, x2, params, kwargs)
-        return self._jit((d1, d2, dp, dkw), static)
+        return self._jit(dynamic, static)
+
+
+def _abstract_if_traced(leaf: Any) -> Any:
+    if isinstance(leaf, jax.core.Tracer):
+        a = jax.typeof(leaf)
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type)
+    return leaf
+
+
+def _shapes_only(fn: Callable, kinds, x1, x2, params, kwargs) -> Any:
+    """``fn(x1, x2, params, kwargs)`` evaluated on the shapes of the traced leaves only."""
+    box = []
+    parts = _Compiled(lambda *a: None)
+    dynamic, static, _ = parts.split(kinds, x1, x2, params, kwargs)
+
+    def probe(dyn):
+        _, s1, s2, sp, skw = static
+        d1, d2, dp, dkw = dyn
+        box.append(fn(combine(d1, s1), combine(d2, s2), combine(dp, sp), combine(dkw, skw)))
+        return 0
+
+    jax.eval_shape(probe, dynamic)
+    return box[0]
+
+
+def _program(f, trace_axes, diagonal_axes, vmap_axes, which, chunks: Chunks) -> _Compiled:
+    """The compiled kernels of ``f`` by implementation ``which`` (not AUTO), cut as ``chunks``."""
+    ntk_impl = chunked(get_implementation(which), chunks)
+    return _Compiled(
+        lambda kinds, x1, x2, params, kwargs: _kernels(
+            f, kinds, trace_axes, diagonal_axes, vmap_axes, ntk_impl, x1, x2, params, kwargs
+        )
+    )
+
+
+def _fixed_chunks_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, which, chunks) -> Callable:
+    """``kernel_fn(x1, x2, get, params, **kwargs) -> {kind: kernels}`` with chunks given.
+
+    The planner normally picks the chunks; this fixes them (tests and benchmarks).
+    """
+    compiled = _program(f, trace_axes, diagonal_axes, vmap_axes, which, chunks)
+
+    def kernel_fn(x1, x2=None, get=None, params=None, **kwargs):
+        kinds, _ = _canonical_get(get)
+        return compiled(kinds, x1, _x2_or_none(x1, x2), params, kwargs)
+
+    return kernel_fn
 
 
 def empirical_kernel_fn(
@@ -177,6 +307,8 @@ def empirical_kernel_fn(
     diagonal_axes: int | Sequence[int] = (),
     vmap_axes: Any = None,
     implementation: int | NtkImplementation = DEFAULT_NTK_IMPLEMENTATION,
+    *,
+    memory_budget: float | None = None,
 ) -> Callable:
     """Empirical (finite-width) NNGP and NTK kernels of ``f``.
 
@@ -192,7 +324,17 @@ def empirical_kernel_fn(
             outputs, a pytree used for both, or a 3-tuple
             ``(in_axes, out_axes, kwargs_axes)``. Speeds up the NTK; results are
             unchanged.
-        implementation: an :class:`NtkImplementation` or its int.
+        implementation: an :class:`NtkImplementation` or its int. ``AUTO`` (0)
+            picks the fastest for each signature of a call (shapes, dtypes,
+            static arguments, ``get``): timed on the first call's arguments, or
+            predicted from XLA's cost analysis when called under ``jax.jit``.
+        memory_budget: bytes one call may allocate beyond its arguments (XLA's
+            peak of the compiled program). None: a safe fraction of the
+            device's free memory. Calls that would exceed it are computed in
+            chunks (examples with ``vmap_axes``, parameter groups, output
+            basis vectors) with unchanged results; a budget too small for the
+            smallest chunks raises :class:`~bigntk.errors.MemoryBudgetError`
+            naming the minimum.
 
     Returns:
         ``kernel_fn(x1, x2, get, params, **kwargs)``. ``x2=None`` means ``x2 = x1``.
@@ -205,7 +347,9 @@ def empirical_kernel_fn(
         ``trace_axes=(-1,)`` gives ``(N1, N2, H, H, W, W)``. ``kwargs`` go to both
         calls of ``f``; a 2-tuple is split (x1's, x2's); a single ``rng`` key is
         shared when ``x2`` is None or equal to ``x1`` and folded for x2
-        otherwise.
+        otherwise. ``kernel_fn.plan(x1, x2, get, params, **kwargs)`` returns the
+        :class:`~bigntk.empirical._auto.Decision` for such a call (implementation,
+        chunks, peak bytes) without returning kernels.
 
     Example:
         >>> import jax, bigntk as nt
@@ -218,27 +362,49 @@ def empirical_kernel_fn(
     """
     _check_axes_arg(trace_axes, "trace_axes")
     _check_axes_arg(diagonal_axes, "diagonal_axes")
-    ntk_impl = get_implementation(implementation)
+    impl = as_implementation(implementation)
+    check_budget(memory_budget)
     canonical_vmap_axes(vmap_axes)  # type errors now, not at the first call
-    compiled = _Compiled(
-        lambda kinds, x1, x2, params, kwargs: _kernels(
-            f, kinds, trace_axes, diagonal_axes, vmap_axes, ntk_impl, x1, x2, params, kwargs
-        )
-    )
+    programs: dict[tuple, _Compiled] = {}
 
-    def kernel_fn(x1: Any, x2: Any = None, get: Any = None, params: Any = None, **kwargs):
+    def program(which: NtkImplementation, chunks: Chunks) -> _Compiled:
+        if (which, chunks) not in programs:
+            programs[(which, chunks)] = _program(
+                f, trace_axes, diagonal_axes, vmap_axes, which, chunks
+            )
+        return programs[(which, chunks)]
+
+    def info(kinds, x1, x2, params, kwargs) -> ProblemInfo:
+        return _shapes_only(
+            lambda *a: _info(f, trace_axes, diagonal_axes, vmap_axes, *a),
+            kinds, x1, x2, params, kwargs,
+        )  # fmt: skip
+
+    planner = Planner(impl, memory_budget, program, info)
+
+    def arguments(x1, x2, get, params):
         if params is None:
             raise TypeError(
                 "kernel_fn needs params: call it as kernel_fn(x1, x2, get, params, **kwargs)."
             )
         kinds, single = _canonical_get(get)
-        result = compiled(kinds, x1, _x2_or_none(x1, x2), params, kwargs)
+        return kinds, single, _x2_or_none(x1, x2)
+
+    def kernel_fn(x1: Any, x2: Any = None, get: Any = None, params: Any = None, **kwargs):
+        kinds, single, x2 = arguments(x1, x2, get, params)
+        result = planner(kinds, x1, x2, params, kwargs)
         if single:
             return result[kinds[0]]
         if kinds == KINDS:
             return EmpiricalKernel(**result)
         return collections.namedtuple("EmpiricalKernel", kinds)(**result)
 
+    def plan(x1: Any, x2: Any = None, get: Any = None, params: Any = None, **kwargs) -> Decision:
+        """How ``kernel_fn`` computes a call with these arguments (decided now if not yet)."""
+        kinds, _, x2 = arguments(x1, x2, get, params)
+        return planner.plan(kinds, x1, x2, params, kwargs)
+
+    kernel_fn.plan = plan
     return kernel_fn
 
 
@@ -248,6 +414,8 @@ def empirical_ntk_fn(
     diagonal_axes: int | Sequence[int] = (),
     vmap_axes: Any = None,
     implementation: int | NtkImplementation = DEFAULT_NTK_IMPLEMENTATION,
+    *,
+    memory_budget: float | None = None,
 ) -> Callable:
     """Empirical NTK ``Σ_θ ∂f(x1)/∂θ ⊗ ∂f(x2)/∂θ`` of ``f``.
 
@@ -258,11 +426,14 @@ def empirical_ntk_fn(
         output, with leaves in the output-axis convention (default for an
         ``(N, k)`` output: ``(N1, N2)``).
     """
-    kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)
+    kernel_fn = empirical_kernel_fn(
+        f, trace_axes, diagonal_axes, vmap_axes, implementation, memory_budget=memory_budget
+    )
 
     def ntk_fn(x1: Any, x2: Any, params: Any, **kwargs):
         return kernel_fn(x1, x2, "ntk", params, **kwargs)
 
+    ntk_fn.plan = lambda x1, x2, params, **kwargs: kernel_fn.plan(x1, x2, "ntk", params, **kwargs)
     return ntk_fn
 
 
@@ -270,16 +441,19 @@ def empirical_nngp_fn(
     f: Callable,
     trace_axes: int | Sequence[int] = (-1,),
     diagonal_axes: int | Sequence[int] = (),
+    *,
+    memory_budget: float | None = None,
 ) -> Callable:
     """Empirical NNGP ``f(x1) ⊗ f(x2)`` of ``f``.
 
-    Arguments as in :func:`empirical_kernel_fn`.
+    Arguments as in :func:`empirical_kernel_fn` (the NNGP is never chunked: its
+    peak is ``f``'s forward passes and the result).
 
     Returns:
         ``nngp_fn(x1, x2, params, **kwargs)``: a pytree shaped like ``f``'s
         output, with leaves in the output-axis convention.
     """
-    kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes)
+    kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes, memory_budget=memory_budget)
 
     def nngp_fn(x1: Any, x2: Any, params: Any, **kwargs):
         return kernel_fn(x1, x2, "nngp", params, **kwargs)

@@ -14,7 +14,10 @@ from bigntk.errors import UnsupportedImplementationError
 class NtkImplementation(enum.IntEnum):
     """How the empirical NTK is computed; plain ints are accepted wherever this is.
 
-    * ``AUTO`` (0): pick the fastest for the shapes at hand (not available yet).
+    * ``AUTO`` (0): the fastest for the shapes at hand, among those that fit in
+      the memory budget: timed on the first call's arguments (cached per
+      shape signature and device kind), or predicted from XLA's cost analysis
+      under ``jax.jit``. The default.
     * ``JACOBIAN_CONTRACTION`` (1): materialise both Jacobians, contract them.
       Usually fastest for small outputs and moderate parameter counts.
     * ``NTK_VECTOR_PRODUCTS`` (2): JVPs of VJPs over a basis of outputs; never
@@ -41,11 +44,11 @@ _IMPLEMENTATIONS: dict[NtkImplementation, Callable] = {
 
 
 def _supported() -> str:
-    return ", ".join(f"{i.name} ({int(i)})" for i in _IMPLEMENTATIONS)
+    return ", ".join(f"{i.name} ({int(i)})" for i in (NtkImplementation.AUTO, *_IMPLEMENTATIONS))
 
 
-def get_implementation(implementation: int | str | NtkImplementation) -> Callable:
-    """The function computing the NTK for ``implementation``; clear errors otherwise."""
+def as_implementation(implementation: int | str | NtkImplementation) -> NtkImplementation:
+    """``implementation`` as an :class:`NtkImplementation`; clear errors otherwise."""
     try:
         if isinstance(implementation, str):
             impl = NtkImplementation[implementation.upper()]
@@ -56,10 +59,26 @@ def get_implementation(implementation: int | str | NtkImplementation) -> Callabl
         raise ValueError(
             f"implementation must be one of {valid}, got {implementation!r} instead."
         ) from None
-    if impl not in _IMPLEMENTATIONS:
+    if impl != NtkImplementation.AUTO and impl not in _IMPLEMENTATIONS:
         raise UnsupportedImplementationError(
             f"implementation={impl.name} ({int(impl)}) is not available in this version of "
             f"bigntk. Supported: {_supported()}; e.g. pass "
-            "implementation=NtkImplementation.JACOBIAN_CONTRACTION."
+            "implementation=NtkImplementation.AUTO."
         )
+    return impl
+
+
+def get_implementation(implementation: int | str | NtkImplementation) -> Callable:
+    """The function computing the NTK for ``implementation`` (AUTO: a placeholder that raises).
+
+    AUTO is resolved per call by the kernel function's planner
+    (``bigntk.empirical._auto``); this only checks it is valid.
+    """
+    impl = as_implementation(implementation)
+    if impl == NtkImplementation.AUTO:
+        return _auto_unresolved
     return _IMPLEMENTATIONS[impl]
+
+
+def _auto_unresolved(pb) -> list:
+    raise AssertionError("AUTO must be resolved to an implementation before computing.")

@@ -21,16 +21,28 @@ from bigntk.empirical._problem import Problem
 from bigntk.empirical._trees import SplitParams
 
 
-def _block(f1: Callable, f2: Callable, diff: list) -> jnp.ndarray:
-    """``(J1 J2ᵀ)`` of two array-valued functions, shape ``(*shape2, *shape1)``."""
+def _block(f1: Callable, f2: Callable, diff: list, basis_chunk: int | None) -> jnp.ndarray:
+    """``(J1 J2ᵀ)`` of two array-valued functions, shape ``(*shape2, *shape1)``.
+
+    ``basis_chunk``: basis vectors per batch (None: all at once).
+    """
     _, jvp1 = jax.linearize(f1, diff)
     fx2, vjp2 = jax.vjp(f2, diff)
-    basis = jnp.eye(fx2.size, dtype=fx2.dtype).reshape(fx2.size, *fx2.shape)
-    cols = jax.vmap(lambda ct: jvp1(vjp2(ct)[0]))(basis)
+    n = fx2.size
+    if basis_chunk is None or basis_chunk >= n:
+        basis = jnp.eye(n, dtype=fx2.dtype).reshape(n, *fx2.shape)
+        cols = jax.vmap(lambda ct: jvp1(vjp2(ct)[0]))(basis)
+    else:
+
+        def column(i):
+            ct = (jnp.arange(n) == i).astype(fx2.dtype).reshape(fx2.shape)
+            return jvp1(vjp2(ct)[0])
+
+        cols = jax.lax.map(column, jnp.arange(n), batch_size=basis_chunk)
     return cols.reshape(fx2.shape + cols.shape[1:])
 
 
-def _leaf_ntk(pb: Problem, o: int) -> jnp.ndarray:
+def _leaf_ntk(pb: Problem, o: int, basis_chunk: int | None) -> jnp.ndarray:
     """The NTK of output leaf ``o``."""
     diff = pb.params.diff
     spec = pb.specs[o]
@@ -44,6 +56,7 @@ def _leaf_ntk(pb: Problem, o: int) -> jnp.ndarray:
             leaf(lambda d: pb.call(d, pb.x1, pb.kw1)),
             leaf(lambda d: pb.call(d, pb.x2, pb.kw2)),
             diff,
+            basis_chunk,
         )
         labels = [Out(k, 2) for k in range(n)] + [Out(k, 1) for k in range(n)]
         return contract([(block, labels)], spec, pb.ntk_dtypes[o])
@@ -53,7 +66,7 @@ def _leaf_ntk(pb: Problem, o: int) -> jnp.ndarray:
     tail = [Out(k, 2) for k in rest] + [Out(k, 1) for k in rest]
 
     def pair(g1: Callable, g2: Callable) -> jnp.ndarray:
-        return _block(leaf(g1), leaf(g2), diff)
+        return _block(leaf(g1), leaf(g2), diff, basis_chunk)
 
     side1, side2 = pb.sides()
     if b in spec.trace or b in spec.diagonal:  # only pairs (i, i) are needed
@@ -67,9 +80,12 @@ def _leaf_ntk(pb: Problem, o: int) -> jnp.ndarray:
     return contract([(block, labels)], spec, pb.ntk_dtypes[o])
 
 
-def ntk_vector_products(pb: Problem) -> list:
-    """One NTK per output leaf, each of shape ``spec.result_shape``."""
-    return [_leaf_ntk(pb, o) for o in range(len(pb.specs))]
+def ntk_vector_products(pb: Problem, basis_chunk: int | None = None) -> list:
+    """One NTK per output leaf, each of shape ``spec.result_shape``.
+
+    ``basis_chunk`` bounds the output basis vectors processed at once (memory).
+    """
+    return [_leaf_ntk(pb, o, basis_chunk) for o in range(len(pb.specs))]
 
 
 def empirical_ntk_vp_fn(f: Callable, x1: Any, x2: Any, params: Any, **kwargs) -> Callable:

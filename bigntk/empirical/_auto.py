@@ -1,0 +1,332 @@
+"""Choosing how to compute each kernel call: the implementation (AUTO) and the chunks (memory).
+
+A :class:`Planner` belongs to one kernel function. For every *signature* of a
+call (shapes and dtypes of the traced arguments, the static ones, the kinds
+requested, the device kind and the budget) it makes one :class:`Decision`,
+cached:
+
+1. An explicit implementation whose rough size estimate (Jacobians and
+   per-output activations, times a safety factor) fits the budget is used as
+   is: nothing extra is compiled.
+2. Otherwise each candidate (the explicit one, or all three for AUTO) is
+   compiled for the actual shapes; XLA's memory analysis gives its peak, and
+   if that exceeds the budget :func:`~bigntk.empirical._memory.fit_chunks`
+   cuts it. Candidates that cannot fit are dropped.
+3. AUTO then picks the fastest. On concrete arrays it times each candidate on
+   the call's own arguments (fastest predicted first, at most three calls each;
+   a candidate predicted 20x slower than the best is not run) and returns the
+   winner's result. Under a user's ``jax.jit`` (tracers) it predicts the time
+   from XLA's cost analysis (FLOPs and bytes accessed), corrected per device
+   kind and implementation by the ratios earlier trials measured.
+
+Decisions are logged at DEBUG level on ``bigntk.empirical.auto`` and can be
+read without computing with ``kernel_fn.plan(...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from bigntk.empirical._chunking import Chunks
+from bigntk.empirical._implementation import NtkImplementation
+from bigntk.empirical._memory import Knob, default_budget, fit_chunks, peak_bytes
+from bigntk.errors import MemoryBudgetError
+
+logger = logging.getLogger("bigntk.empirical.auto")
+
+CANDIDATES = (
+    NtkImplementation.JACOBIAN_CONTRACTION,
+    NtkImplementation.NTK_VECTOR_PRODUCTS,
+    NtkImplementation.STRUCTURED_DERIVATIVES,
+)
+
+#: Rough device throughput (FLOP/s, bytes/s) for compile-only predictions.
+_ROOFLINE = {"cpu": (5e10, 1e10), "gpu": (3e13, 2e12), "cuda": (3e13, 2e12), "tpu": (1e14, 1e12)}
+#: log(measured / predicted) sums and counts per (device kind, implementation).
+_CALIBRATION: dict[tuple[str, int], tuple[float, int]] = {}
+_SAFETY = 4  # the rough size estimate's margin
+_SKIP_SLOWER = 20.0  # a candidate predicted this much slower than the best is not timed
+
+
+class ProblemInfo(NamedTuple):
+    """Sizes of one call, read from its shapes."""
+
+    has_params: bool
+    n_params: int
+    min_group: int
+    example_sides: tuple[int, ...]
+    n1: int | None
+    n2: int | None
+    basis: int
+    rough_bytes: int
+
+
+class Decision(NamedTuple):
+    """How a call is computed.
+
+    Attributes:
+        implementation: the implementation used.
+        chunks: how its work is cut (all None: not cut).
+        peak_bytes: XLA's peak for the compiled program (None: not compiled
+            for the decision, or XLA gives none).
+        memory_budget: the budget in bytes (None: unknown free memory, no limit).
+        how: ``'explicit'``, ``'trial'`` (timed on the arguments),
+            ``'estimate'`` (predicted from XLA's cost analysis) or ``'only'``
+            (one candidate fits).
+        seconds: measured (trial) or predicted seconds of each candidate, by name.
+    """
+
+    implementation: NtkImplementation
+    chunks: Chunks
+    peak_bytes: int | None
+    memory_budget: int | None
+    how: str
+    seconds: dict[str, float]
+
+
+def _device() -> Any:
+    return jax.devices()[0]
+
+
+def _is_tracer(leaf: Any) -> bool:
+    return isinstance(leaf, jax.core.Tracer)
+
+
+def _aval(leaf: Any) -> tuple:
+    a = jax.typeof(leaf)
+    return (tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False)))
+
+
+def _predict(compiled: Any, device: Any) -> float | None:
+    """Seconds predicted from XLA's cost analysis (uncalibrated)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    if not cost:
+        return None
+    flops_s, bytes_s = _ROOFLINE.get(device.platform, _ROOFLINE["gpu"])
+    return (
+        float(cost.get("flops", 0.0)) / flops_s + float(cost.get("bytes accessed", 0.0)) / bytes_s
+    )
+
+
+def _calibrated(t: float, device: Any, impl: NtkImplementation) -> float:
+    total, count = _CALIBRATION.get((device.device_kind, int(impl)), (0.0, 0))
+    return t * math.exp(total / count) if count else t
+
+
+def _calibrate(measured: float, predicted: float | None, device: Any, impl: Any) -> None:
+    if predicted and measured > 0:
+        key = (device.device_kind, int(impl))
+        total, count = _CALIBRATION.get(key, (0.0, 0))
+        _CALIBRATION[key] = (total + math.log(measured / predicted), count + 1)
+
+
+def _time(compiled: Any, dynamic: Any, runs: int) -> tuple[float, Any]:
+    best, out = math.inf, None
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = jax.block_until_ready(compiled(dynamic))
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+class Planner:
+    """Decisions for one kernel function (see the module docstring).
+
+    Args:
+        implementation: the requested implementation (AUTO: choose).
+        memory_budget: bytes, or None for the default.
+        program: ``(implementation, chunks) -> `` the compiled kernel program
+            (``_api._Compiled``).
+        info: ``(kinds, x1, x2, params, kwargs) ->`` :class:`ProblemInfo`.
+    """
+
+    def __init__(
+        self,
+        implementation: NtkImplementation,
+        memory_budget: float | None,
+        program: Callable[[NtkImplementation, Chunks], Any],
+        info: Callable[..., ProblemInfo],
+    ):
+        self.implementation = implementation
+        self.memory_budget = memory_budget
+        self._program = program
+        self._info = info
+        self._decisions: dict[Any, Decision] = {}
+        self._executables: dict[Any, Any] = {}
+
+    # -- public --------------------------------------------------------------------------
+
+    def __call__(self, kinds: tuple, x1: Any, x2: Any, params: Any, kwargs: dict) -> dict:
+        """The kernels of one call, computed as decided."""
+        if "ntk" not in kinds:
+            return self._program(CANDIDATES[0], Chunks())(kinds, x1, x2, params, kwargs)
+        decision, key, out = self._decision(kinds, x1, x2, params, kwargs, run=True)
+        if out is not None:
+            return out
+        program = self._program(decision.implementation, decision.chunks)
+        dynamic, static, hashable = program.split(kinds, x1, x2, params, kwargs)
+        exe = self._executables.get(self._exe_key(key, decision, dynamic))
+        if exe is not None:
+            return exe(dynamic)
+        return program(kinds, x1, x2, params, kwargs)
+
+    def plan(self, kinds: tuple, x1: Any, x2: Any, params: Any, kwargs: dict) -> Decision:
+        """The decision for these arguments (made now if not cached)."""
+        if "ntk" not in kinds:
+            return Decision(CANDIDATES[0], Chunks(), None, self.memory_budget, "explicit", {})
+        return self._decision(kinds, x1, x2, params, kwargs, run=True)[0]
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def _exe_key(self, key: Any, decision: Decision, dynamic: Any) -> Any:
+        if key is None or any(_is_tracer(v) for v in jax.tree.leaves(dynamic)):
+            return None
+        shard = tuple(getattr(v, "sharding", None) for v in jax.tree.leaves(dynamic))
+        return (key, decision.implementation, decision.chunks, shard)
+
+    def _decision(self, kinds, x1, x2, params, kwargs, run: bool):
+        program = self._program(self.implementation or CANDIDATES[0], Chunks())
+        dynamic, static, hashable = program.split(kinds, x1, x2, params, kwargs)
+        device = _device()
+        key = None
+        if hashable:
+            avals = tuple(_aval(v) for v in jax.tree.leaves(dynamic))
+            key = (kinds, static, avals, device.platform, device.device_kind)
+            if key in self._decisions:
+                return self._decisions[key], key, None
+        decision, out = self._decide(kinds, x1, x2, params, kwargs, device, key, run)
+        if key is not None:
+            self._decisions[key] = decision
+        logger.debug(
+            "%s: %s (%s), chunks %s, peak %s bytes, budget %s; seconds %s",
+            "AUTO chose" if self.implementation == NtkImplementation.AUTO else "using",
+            decision.implementation.name,
+            decision.how,
+            decision.chunks.describe(),
+            decision.peak_bytes,
+            decision.memory_budget,
+            {k: f"{v:.3g}" for k, v in decision.seconds.items()},
+        )
+        return decision, key, out
+
+    def _decide(self, kinds, x1, x2, params, kwargs, device, key, run: bool):
+        args = (kinds, x1, x2, params, kwargs)
+        budget = self.memory_budget
+        budget = int(budget) if budget is not None else default_budget(device)
+        explicit = self.implementation != NtkImplementation.AUTO
+        candidates = (self.implementation,) if explicit else CANDIDATES
+        info = self._info(*args)
+        if not info.has_params or (explicit and (budget is None or info.rough_bytes <= budget)):
+            return Decision(candidates[0], Chunks(), None, budget, "explicit", {}), None
+        dynamic = self._program(candidates[0], Chunks()).split(*args)[0]
+        concrete = not any(_is_tracer(v) for v in jax.tree.leaves(dynamic))
+        fitted, errors = [], []
+        for impl in candidates:
+            try:
+                fitted.append((impl, *self._fit(impl, args, info, budget)))
+            except MemoryBudgetError as e:
+                errors.append(e)
+            except Exception as e:  # noqa: BLE001 - one candidate failing must not stop AUTO
+                if explicit:
+                    raise
+                logger.debug("AUTO: %s failed to compile: %r", impl.name, e)
+                errors.append(e)
+        if not fitted:
+            memory = [e for e in errors if isinstance(e, MemoryBudgetError)]
+            raise (memory[0] if len(memory) == len(errors) else errors[0])
+        if explicit or len(fitted) == 1:
+            impl, chunks, peak, exe, _ = fitted[0]
+            self._store(key, impl, chunks, exe, dynamic, concrete)
+            return Decision(
+                impl, chunks, peak, budget, "explicit" if explicit else "only", {}
+            ), None
+        predicted = {
+            impl: _calibrated(p, device, impl) if p else math.inf for impl, *_, p in fitted
+        }
+        if not concrete or not run:
+            impl = min(predicted, key=predicted.get)
+            row = next(r for r in fitted if r[0] == impl)
+            seconds = {i.name: t for i, t in predicted.items()}
+            return Decision(impl, row[1], row[2], budget, "estimate", seconds), None
+        return self._trial(fitted, predicted, dynamic, budget, device, key)
+
+    def _fit(self, impl, args, info: ProblemInfo, budget: int | None):
+        """``(chunks, peak, executable, predicted seconds)`` of ``impl`` within ``budget``."""
+        compiled: dict[Chunks, Any] = {}
+
+        def peak(chunks: Chunks) -> int | None:
+            if chunks not in compiled:
+                compiled[chunks] = self._program(impl, chunks).lower(*args).compile()
+            return peak_bytes(compiled[chunks])
+
+        knobs = []
+        if info.example_sides:
+            knobs.append(Knob("examples", 1, info.n1))
+            if 2 in info.example_sides:
+                knobs.append(Knob("examples2", 1, info.n2))
+        if impl == NtkImplementation.NTK_VECTOR_PRODUCTS:
+            knobs.append(Knob("basis", 1, info.basis))
+        knobs.append(Knob("params", info.min_group, info.n_params))
+        if budget is None:
+            chunks, p = Chunks(), peak(Chunks())
+        else:
+            chunks, p = fit_chunks(peak, knobs, budget, f"the NTK by {impl.name}")
+        predicted = _predict(compiled[Chunks()], _device())
+        return chunks, p, compiled[chunks], predicted
+
+    def _store(self, key, impl, chunks, exe, dynamic, concrete: bool) -> None:
+        if concrete and key is not None:
+            d = Decision(impl, chunks, None, None, "", {})
+            self._executables[self._exe_key(key, d, dynamic)] = exe
+
+    def _trial(self, fitted, predicted, dynamic, budget, device, key):
+        order = sorted(fitted, key=lambda r: predicted[r[0]])
+        best_pred = predicted[order[0][0]]
+        seconds: dict[str, float] = {}
+        best = None
+        for impl, chunks, peak, exe, pred in order:
+            if best is not None and predicted[impl] > _SKIP_SLOWER * best_pred:
+                continue
+            first, out = _time(exe, dynamic, 1)
+            t = first
+            if best is None or first < 3 * best[0]:
+                runs = 1 if first > 0.5 else 2
+                again, out2 = _time(exe, dynamic, runs)
+                t, out = min(first, again), out2
+            seconds[impl.name] = t
+            _calibrate(t, pred, device, impl)
+            if best is None or t < best[0]:
+                best = (t, impl, chunks, peak, exe, out)
+        _, impl, chunks, peak, exe, out = best
+        self._store(key, impl, chunks, exe, dynamic, True)
+        return Decision(impl, chunks, peak, budget, "trial", seconds), out
+
+
+def rough_bytes(itemsize: int, out_sizes: int, n_params: int, activations: int, result: int) -> int:
+    """A generous size of an unchunked call: per-output Jacobians and activations, the result."""
+    return int(_SAFETY * itemsize * (out_sizes * (n_params + activations) + result))
+
+
+def activation_size(jaxpr: Any) -> int:
+    """Elements of every intermediate value of a jaxpr, sub-jaxprs included."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += sum(int(np.prod(v.aval.shape)) for v in eqn.outvars if hasattr(v.aval, "shape"))
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, list | tuple) else (p,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += activation_size(inner)
+    return total
