@@ -4,6 +4,7 @@ The public API is what this module re-exports; everything else may change.
 """
 
 from bigntk import errors as errors
+from bigntk import solve as solve
 from bigntk import stax as stax
 from bigntk.build import BuildResult as BuildResult
 from bigntk.build import build_kernel as build_kernel
@@ -15,6 +16,7 @@ from bigntk.empirical import empirical_nngp_fn as empirical_nngp_fn
 from bigntk.empirical import empirical_ntk_fn as empirical_ntk_fn
 from bigntk.empirical import empirical_ntk_vp_fn as empirical_ntk_vp_fn
 from bigntk.read import open_kernel as open_kernel
+from bigntk.solve import kernel_regression as kernel_regression
 from bigntk.taylor import linearize as linearize
 from bigntk.taylor import taylor_expand as taylor_expand
 
@@ -33,6 +35,8 @@ __all__ = [
     "errors",
     "linearize",
     "open_kernel",
+    "kernel_regression",
+    "solve",
     "stax",
     "taylor_expand",
 ]
