@@ -1,0 +1,305 @@
+"""A three-node Ray cluster on this machine: builds submitted as Ray jobs, a node killed mid-build.
+
+The head (no CPUs: it runs only the job drivers) and two worker nodes, each
+with 2 CPUs and 2 units of a custom ``bigntk_worker`` resource that the
+build's workers ask for, are started with ``ray start --block`` in their own
+process sessions, on loopback ports chosen here. The nodes' process trees are
+killed at the end, also on failure; nothing else on the machine is touched
+(no ``ray stop``).
+"""
+
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+import bigntk as nt
+from bigntk.build import KernelStore
+from bigntk.build._submit import submit
+from bigntk.cli import main
+from bigntk.errors import JobSubmitError
+
+psutil = pytest.importorskip("psutil")
+
+# Not beside the other Ray tests (they share one xdist worker and run one at a time).
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+
+BIN = pathlib.Path(sys.executable).parent
+N, BLOCK = 48, 8  # symmetric: 21 blocks of 8 x 8
+SLOW_MODEL = textwrap.dedent(
+    """
+    import time
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+
+    def _sleep(x):
+        time.sleep(0.4)
+        return x
+
+
+    def apply(params, x):
+        x = jax.pure_callback(_sleep, jax.ShapeDtypeStruct(x.shape, x.dtype), x,
+                              vmap_method="broadcast_all")
+        return jnp.tanh(x @ params[0]) @ params[1]
+
+
+    def model(width=16):
+        rng = np.random.default_rng(0)
+        params = (rng.standard_normal((6, width), np.float32) / 2,
+                  rng.standard_normal((width, 2), np.float32) / 4)
+        return apply, params
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Runs a command that gets SIGKILL when this test process dies (Linux PR_SET_PDEATHSIG, which
+# survives exec); with `ray start --block`, Ray's reaper then stops the node's other processes.
+# (A preexec_fn would do the same, but makes subprocess fork, which JAX warns about.)
+_DIE_WITH_PARENT = (
+    "import ctypes, os, sys\n"
+    "try:\n    ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"
+    "except (OSError, AttributeError):\n    pass\n"
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+class LocalCluster:
+    """``ray start`` nodes on loopback, each a process session this object kills."""
+
+    def __init__(self, root: pathlib.Path):
+        self.root = root
+        self.temp_dir = tempfile.mkdtemp(prefix="bntk-", dir="/tmp")  # short: socket paths
+        self.gcs_port, self.dashboard_port = _free_port(), _free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.nodes: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, object] = {}  # open as long as their node runs
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "disabled",  # loopback only; the same for the clients below
+            # notice a dead node within ~3 s instead of ~30 s
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_timeout_ms": "1000",
+            "RAY_health_check_failure_threshold": "2",
+            "JAX_PLATFORMS": "cpu",
+            "BIGNTK_TEST_CLUSTER": self.temp_dir,  # marks every process of this cluster
+        }
+        self.env.pop("RAY_ADDRESS", None)
+
+    def start_node(self, name: str, *args: str, timeout: float | None = 60.0) -> None:
+        """Start a node; wait until every node started so far is alive (unless timeout=None)."""
+        log = self.logs[name] = open(self.root / f"{name}.log", "w")  # noqa: SIM115
+        self.nodes[name] = subprocess.Popen(
+            [sys.executable, "-c", _DIE_WITH_PARENT, str(BIN / "ray"), "start", "--block",
+             "--disable-usage-stats",
+             "--dashboard-agent-listen-port", str(_free_port()), *args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        if timeout is not None:
+            self.wait_for_nodes(len(self.nodes), timeout)
+
+    def alive_nodes(self) -> list:
+        from ray.util.state import list_nodes
+
+        with contextlib.suppress(Exception):  # the dashboard may not be up yet
+            return [n for n in list_nodes(address=self.address) if n.state == "ALIVE"]
+        return []
+
+    def wait_for_nodes(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.alive_nodes()) != count:
+            for name, proc in self.nodes.items():
+                if proc.poll() is not None:
+                    log = (self.root / f"{name}.log").read_text()[-2000:]
+                    raise RuntimeError(f"ray node {name} exited ({proc.returncode}):\n{log}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{count} Ray nodes not alive after {timeout}s")
+            time.sleep(0.3)
+
+    def node_of(self, node_id: str) -> str:
+        """Our name of the node with this Ray node id (from its custom resource)."""
+        for node in self.alive_nodes():
+            if node.node_id == node_id:
+                return next(k.removeprefix("node_") for k in node.resources_total if
+                            k.startswith("node_"))  # fmt: skip
+        raise KeyError(node_id)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a node: its `ray start` process, its session and every descendant."""
+        proc = self.nodes.pop(name)
+        try:
+            tree = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        proc.wait(timeout=10)
+        psutil.wait_procs(tree, timeout=10)
+        self.logs.pop(name).close()
+
+    def shutdown(self) -> None:
+        for name in reversed(list(self.nodes)):
+            self.kill(name)
+        # agents and workers that outlived their node (they re-parent to init)
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if proc.environ().get("BIGNTK_TEST_CLUSTER") == self.temp_dir:
+                    proc.kill()
+        subprocess.run(["rm", "-rf", self.temp_dir], check=False)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multinode")
+    c = LocalCluster(root)
+    try:
+        c.start_node(
+            "head", "--head", "--node-ip-address", "127.0.0.1", "--port", str(c.gcs_port),
+            "--num-cpus", "0", "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(c.dashboard_port), "--temp-dir", c.temp_dir,
+            "--ray-client-server-port", str(_free_port()),
+        )  # fmt: skip
+        # one after the other: two `ray start` on one host at once collide (raylet bind)
+        for name in ("a", "b"):
+            args = ("--address", f"127.0.0.1:{c.gcs_port}", "--num-cpus", "2",
+                    "--resources", json.dumps({"bigntk_worker": 2, f"node_{name}": 1}))  # fmt: skip
+            try:
+                c.start_node(name, *args)
+            except RuntimeError:  # a port taken meanwhile by another process: once more
+                c.kill(name)
+                c.start_node(name, *args)
+        yield c
+    finally:
+        c.shutdown()
+
+
+def _bigntk(*args: str, env: dict, cwd: pathlib.Path, timeout: float = 120):
+    return subprocess.run([str(BIN / "bigntk"), *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def _committed(store: pathlib.Path) -> int:
+    """Blocks committed so far (0 while the job is still creating the store)."""
+    try:
+        return int(KernelStore.open(str(store)).committed().sum())
+    except (FileNotFoundError, nt.errors.NotAStoreError, KeyError):
+        return 0
+
+
+def _wait_for_job(cluster, job_id: str, timeout: float) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster.address)
+    deadline = time.monotonic() + timeout
+    while not (status := client.get_job_status(job_id)).is_terminal():
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-3000:]
+        time.sleep(0.5)
+    return str(status)
+
+
+def test_job_survives_a_killed_node_resumes_and_reports_its_status(
+    cluster, tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
+    store = tmp_path / "k.zarr"
+    config = {
+        "model": {"entry_point": "slowmodel:model", "args": {"width": 16}},
+        "data": {"x1": {"builtin": "synthetic", "shape": [N, 6], "seed": 1}},
+        "kernel": {"kinds": ["ntk"], "trace_axes": [-1]},
+        "tiling": {"block_size": BLOCK},
+        "output": {"path": "k.zarr"},  # relative: resolved here, as `bigntk build` does
+        "ray": {"workers": 2, "resources": {"bigntk_worker": 1}},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    env = {**cluster.env, "RAY_API_SERVER_ADDRESS": cluster.address}
+
+    # 1. submit (the entry point's module travels in the job's working_dir)
+    run = _bigntk("submit", "cfg.yaml", "--no-pip", env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    job_id = run.stdout.split("job ", 1)[1].split()[0]
+    assert f"bigntk status {store}" in run.stdout and "ray job logs -f" in run.stdout
+
+    # 2. once blocks are committed, the node running one of the build's workers is killed ...
+    deadline = time.monotonic() + 60
+    while _committed(store) < 2:
+        assert time.monotonic() < deadline, "no block committed within 60 s"
+        time.sleep(0.2)
+    from ray.util.state import list_actors
+
+    alive = [("class_name", "=", "BlockWorker"), ("state", "=", "ALIVE")]
+    actors = list_actors(address=cluster.address, filters=alive)
+    assert actors, list_actors(address=cluster.address)
+    victim = cluster.node_of(actors[0].node_id)
+    cluster.kill(victim)
+    done_at_kill = _committed(store)
+    assert main(["status", str(store)]) == 0  # the store reads fine while the job writes
+    assert f"{store}: " in capsys.readouterr().out
+
+    # 3. ... and a second submission for the store is refused while the job runs
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(JobSubmitError, match=f"Job {job_id} is already building {store}"):
+        submit("cfg.yaml", cluster.address, pip=[])
+
+    assert _wait_for_job(cluster, job_id, timeout=90) == "SUCCEEDED"
+    from ray.job_submission import JobSubmissionClient
+
+    logs = JobSubmissionClient(cluster.address).get_job_logs(job_id)
+    assert "A worker died while computing block" in logs  # its block was recomputed elsewhere
+    kernel = KernelStore.open(str(store))
+    assert done_at_kill < kernel.plan.num_blocks, "the build ended before the node was killed"
+    timings = kernel.meta["timings"]
+    assert timings["device_kinds"] == ["cpu"]
+    assert timings["placement"]["resources"] == {"bigntk_worker": 1}
+    got = nt.open_kernel(str(store)).compute()
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import slowmodel
+
+        f, params = slowmodel.model(width=16)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("slowmodel", None)
+    x, _ = nt.build.load_builtin("synthetic", shape=[N, 6], seed=1)
+    want = np.asarray(nt.empirical_kernel_fn(f)(x, None, "ntk", params))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
+
+    # 4. the same config again resumes: nothing left to compute; --wait gives the job's status,
+    # 5. also of a job that fails on the cluster: the build's own status (2: bad input)
+    (tmp_path / "not_a_store").write_text("x")
+    wait = ("submit", "cfg.yaml", "--no-pip", "--wait")
+    fails = ("--set", "output.path=not_a_store")
+    resumed, failed = [
+        subprocess.Popen([str(BIN / "bigntk"), *wait, *extra], env=env, cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for extra in ((), fails)
+    ]  # fmt: skip
+    (out, err), (fail_out, fail_err) = resumed.communicate(120), failed.communicate(120)
+    assert resumed.returncode == 0, out[-3000:] + err
+    assert f"0 blocks computed, {kernel.plan.num_blocks} resumed" in out
+    assert "SUCCEEDED" in out
+    assert failed.returncode == 2, fail_out[-3000:] + fail_err
+    assert "not a bigntk kernel store" in fail_out

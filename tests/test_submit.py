@@ -1,0 +1,114 @@
+"""``bigntk submit`` without a cluster: the job's config, requirements, shipped modules, CLI errors.
+
+Submitting to a real multi-node cluster, following a job and resuming are in
+``tests/test_multinode.py``.
+"""
+
+import importlib.metadata
+import pathlib
+
+import pytest
+import yaml
+
+from bigntk.build._submit import JOB_CONFIG, _copy_local_module, default_pip, job_config
+from bigntk.cli import main
+from bigntk.errors import ConfigError
+
+VERSION = importlib.metadata.version("bigntk")
+
+
+def _write(path: pathlib.Path, config: dict) -> pathlib.Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_job_config_resolves_paths_here_and_joins_the_cluster(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.npy").write_bytes(b"")  # only its existence is checked here
+    cfg = _write(
+        tmp_path / "c.yaml",
+        {
+            "model": {"stax": ["Relu"]},
+            "data": {"x1": "x.npy", "x2": "s3://bucket/x2.zarr"},
+            "output": {"path": "out/k.zarr"},
+            "ray": {"address": "ray://elsewhere:10001", "workers": 4},
+        },
+    )
+    raw, parsed = job_config(cfg, ["tiling.block_size=64", "ray.num_gpus=0.5"])
+    assert raw["data"]["x1"] == str(tmp_path / "x.npy") == parsed.x1
+    assert raw["data"]["x2"] == "s3://bucket/x2.zarr"
+    assert raw["output"]["path"] == str(tmp_path / "out" / "k.zarr")
+    assert raw["ray"] == {"address": "auto", "workers": 4, "num_gpus": 0.5}
+    assert raw["tiling"] == {"block_size": 64}
+    assert parsed.worker_resources == {"num_gpus": 0.5}
+    # what the job runs is a valid config in its own right
+    _write(tmp_path / JOB_CONFIG, raw)
+    from bigntk.build import load_config
+
+    assert load_config(tmp_path / JOB_CONFIG).path == parsed.path
+
+
+def test_job_config_is_checked_before_submitting(tmp_path):
+    cfg = _write(
+        tmp_path / "c.yaml",
+        {"model": {"stax": ["Relu"]}, "data": {"x1": "nope.npy"}, "output": {"path": "k.zarr"}},
+    )
+    with pytest.raises(ConfigError, match=r"c\.yaml: data\.x1: expected an existing"):
+        job_config(cfg)
+    with pytest.raises(ConfigError, match="ray: num_gpus must be a fraction below 1"):
+        job_config(
+            _write(
+                tmp_path / "d.yaml",
+                {
+                    "model": {"stax": ["Relu"]},
+                    "data": {"x1": {"builtin": "digits"}},
+                    "output": {"path": "k.zarr"},
+                },
+            ),
+            ["ray.num_gpus=1.5"],
+        )
+    with pytest.raises(ConfigError, match="no such config file"):
+        job_config(tmp_path / "missing.yaml")
+
+
+def test_default_pip_pins_this_version_with_the_extras_urls_need():
+    assert default_pip(["/shared/k.zarr"]) == [f"bigntk=={VERSION}"]
+    assert default_pip(["s3://b/k.zarr", "gs://b/x.zarr", "/x.npy"]) == [
+        f"bigntk[gcs,s3]=={VERSION}"
+    ]
+
+
+def test_entry_point_modules_in_the_current_directory_are_shipped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mymodel.py").write_text("def model():\n    pass\n")
+    (tmp_path / "mypkg" / "sub").mkdir(parents=True)
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "sub" / "nets.py").write_text("def model():\n    pass\n")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    _copy_local_module("mymodel:model", staging)
+    _copy_local_module("mypkg.sub.nets:model", staging)
+    _copy_local_module("yaml:safe_load", staging)  # installed: the cluster provides it
+    shipped = sorted(str(p.relative_to(staging)) for p in staging.rglob("*.py"))
+    assert shipped == ["mymodel.py", "mypkg/__init__.py", "mypkg/sub/nets.py"]
+
+
+def test_cli_errors_are_one_line_with_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("BIGNTK_NO_SUCH_VAR", raising=False)
+    cfg = _write(
+        tmp_path / "c.yaml",
+        {"model": {"stax": ["Relu"]}, "data": {"x1": {"builtin": "digits"}},
+         "output": {"path": str(tmp_path / "k.zarr")}},
+    )  # fmt: skip
+    assert main(["submit", str(cfg)]) == 2
+    assert "--address http://HEAD:8265" in capsys.readouterr().err
+    args = ["submit", str(cfg), "--address", "http://127.0.0.1:9"]
+    assert main([*args, "--env", "BIGNTK_NO_SUCH_VAR"]) == 2
+    assert "give --env BIGNTK_NO_SUCH_VAR=VALUE" in capsys.readouterr().err
+    assert main([*args, "--set", "kernel.kinds=[x]"]) == 2  # checked before connecting
+    assert "kernel.kinds" in capsys.readouterr().err
+    assert main([*args, "--no-pip"]) == 1  # nothing listens on port 9
+    err = capsys.readouterr().err
+    assert err.startswith("bigntk: error:") and len(err.strip().splitlines()) == 1
