@@ -1,0 +1,100 @@
+"""Failures under a build, as one clear error each.
+
+A block's failure is summarised by the last line of the worker's traceback
+(:func:`error_summary`), without Ray's terminal colours; the whole traceback
+stays chained to the error.
+
+A full disk: a worker that cannot write a chunk fails its block (retried, then
+:class:`~bigntk.errors.BlockFailedError` with Ray's traceback inside); the
+driver that cannot write the manifest raises a bare ``OSError``. Both become
+:class:`~bigntk.errors.StoreFullError`, naming the store, what is kept and
+how to resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bigntk.errors import BlockFailedError, StoreFullError, WorkerStartError
+
+logger = logging.getLogger(__name__)
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_MARKS = ("No space left on device", "Disk quota exceeded", "File too large")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_summary(e: BaseException) -> str:
+    """The last line of an error's text (a Ray task error's: the worker's exception)."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(e)).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def _committed(path: str) -> str:
+    from bigntk.build._store import KernelStore
+
+    try:
+        return f"the {int(KernelStore.open(path).committed().sum())} committed blocks are kept"
+    except Exception:  # the store may not even exist yet
+        return "committed blocks are kept"
+
+
+@contextlib.contextmanager
+def store_full_errors(path: str) -> Iterator[None]:
+    """Turn "no space left" failures inside the block into :class:`StoreFullError`."""
+    try:
+        yield
+    except StoreFullError:
+        raise
+    except OSError as e:
+        if e.errno not in _FULL:
+            raise
+        raise StoreFullError(
+            e.errno,
+            f"{path}: the store's disk is full ({e.strerror}); {_committed(path)}. Free space "
+            "(or raise the quota) and run the same build again to resume.",
+        ) from e
+    except BlockFailedError as e:
+        mark = next((m for m in _MARKS if m in str(e)), None)
+        if mark is None:
+            raise
+        block = str(e).split(";", 1)[0]
+        raise StoreFullError(
+            errno.ENOSPC,
+            f"{path}: the store's disk is full ({mark}; {block}); {_committed(path)}. Free "
+            "space (or raise the quota) and run the same build again to resume.",
+        ) from e
+
+
+def start_workers(new_actor: Callable[[], Any], count: int, tries: int = 3) -> tuple[list, list]:
+    """Start ``count`` worker actors and wait until each is ready: ``(actors, infos)``.
+
+    A worker that dies while starting (killed, out of memory) is replaced, up
+    to ``tries`` times per worker; then :class:`~bigntk.errors.WorkerStartError`.
+    """
+    import ray
+
+    actors = [new_actor() for _ in range(count)]
+    infos: list = [None] * count
+    for attempt in range(tries):
+        for i, ref in [(i, actors[i].info.remote()) for i in range(count) if infos[i] is None]:
+            try:
+                infos[i] = ray.get(ref)
+            except ray.exceptions.RayActorError as e:
+                if attempt == tries - 1:
+                    raise WorkerStartError(
+                        f"A worker died while starting, {tries} times: {error_summary(e)}. "
+                        "Check the workers' memory and logs (Ray's session logs), then run "
+                        "the same build again to resume."
+                    ) from e
+                logger.warning("A worker died while starting (%s); starting another.", e)
+                ray.kill(actors[i])
+                actors[i] = new_actor()
+        if all(info is not None for info in infos):
+            break
+    return actors, infos
