@@ -169,10 +169,17 @@ def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
     f, params = model(name, rng, in_shape)
     fn = nt.empirical_ntk_fn(f, trace_axes=trace_axes, diagonal_axes=diagonal_axes,
                              vmap_axes=0, implementation=max(impl, 0))  # fmt: skip
+    traced_plans = []  # AUTO under jit: the decision made while tracing
+
+    def call(a, b, p):
+        if impl < 0:
+            traced_plans.append(fn.plan(a, b, p))
+        return fn(a, b, p)
+
     kernel = (
-        jax.jit(lambda a, b, p: fn(a, b, p))
+        jax.jit(lambda a, b, p: call(a, b, p))
         if x2 is not None
-        else jax.jit(lambda a, p: fn(a, None, p))
+        else jax.jit(lambda a, p: call(a, None, p))
     )
     args = (x1, x2, params) if x2 is not None else (x1, params)
     flops = None
@@ -200,7 +207,11 @@ def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
     median = float(np.median(times))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if impl <= 0:
-        decision = fn.plan(*((x1, x2, params) if x2 is not None else (x1, None, params)))
+        decision = (
+            traced_plans[0]
+            if impl < 0
+            else fn.plan(*((x1, x2, params) if x2 is not None else (x1, None, params)))
+        )
         chosen = f"{decision.implementation.name} ({decision.how})"
         if impl == 0 and decision.how == "trial":
             flops = None  # the outer program was not the one run

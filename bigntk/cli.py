@@ -3,10 +3,14 @@
 ::
 
     bigntk build CONFIG.yaml [--set key.path=value ...] [--overwrite] [--no-progress]
+                             [--repair] [--wait SECONDS]
     bigntk status STORE          # blocks done, kinds, shapes, last run's timings
     bigntk info STORE            # the stored build spec and versions, as YAML
     bigntk verify CONFIG.yaml [--blocks K] [--seed S] [--set ...]
+    bigntk verify STORE --checksums   # reread every block: missing, damaged, NaN/inf
     bigntk plan CONFIG.yaml [--workers N] [--flops-per-s F] [--no-measure] [--set ...]
+    bigntk submit CONFIG.yaml --address http://HEAD:8265 [--set ...] [--pip REQ | --no-pip]
+                  [--env NAME[=VALUE]] [--wait]    # the build as a Ray job on a cluster
 
 ``verify`` needs the config (the store keeps fingerprints of the model and
 data, not the model and data): it recomputes ``K`` random committed blocks in
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -88,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     overrides(build)
     build.add_argument("--overwrite", action="store_true", help="replace a store of another spec")
     build.add_argument(
+        "--repair",
+        action="store_true",
+        help="reread committed blocks first; recompute those missing, damaged or non-finite",
+    )
+    build.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another build holding the store (default: refuse at once)",
+    )
+    build.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
     )
     build.set_defaults(run=_build)
@@ -106,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("config", help="the YAML build config the store was built from")
     verify.add_argument("--blocks", type=int, default=3, help="blocks to recompute (default 3)")
     verify.add_argument("--seed", type=int, default=0, help="seed of the block sample")
+    verify.add_argument(
+        "--checksums",
+        action="store_true",
+        help="reread every committed block of the store (CONFIG may be the store's path) and "
+        "report those missing, unreadable, differing from their checksum or holding NaN/inf",
+    )
     overrides(verify)
     verify.set_defaults(run=_verify)
 
@@ -125,6 +148,41 @@ def _parser() -> argparse.ArgumentParser:
         "--no-measure", dest="measure", action="store_false", help="do not time a block here"
     )
     plan.set_defaults(run=_plan)
+
+    submit = commands.add_parser(
+        "submit", help="run a config's build on a Ray cluster as a Ray job (resumes if re-run)"
+    )
+    submit.add_argument("config", help="YAML build config")
+    submit.add_argument(
+        "--address",
+        default=os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS"),
+        help="the cluster's job API, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, "
+        "$RAY_ADDRESS)",
+    )
+    overrides(submit)
+    submit.add_argument("--overwrite", action="store_true", help="replace a store of another spec")
+    submit.add_argument(
+        "--pip",
+        action="append",
+        default=None,
+        metavar="REQUIREMENT",
+        help="pip requirement installed for the job (repeatable; default bigntk==<this version> "
+        "with the extras the store needs, e.g. 'bigntk @ git+https://...')",
+    )
+    submit.add_argument(
+        "--no-pip", action="store_true", help="install nothing: the cluster already has bigntk"
+    )
+    submit.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="environment variable for the job and its workers (NAME alone: its value here)",
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="follow the job's logs; exit with its status"
+    )
+    submit.set_defaults(run=_submit)
     return parser
 
 
@@ -144,7 +202,8 @@ def _build(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     x1, x2 = config.load_data()
     f, params = config.load_model(x1.shape[1:])
-    result = build_kernel(f, params, x1, x2, progress=args.progress, **config.build_kwargs())
+    result = build_kernel(f, params, x1, x2, progress=args.progress, repair=args.repair,
+                          lease_wait=args.wait, **config.build_kwargs())  # fmt: skip
     if not (args.progress and sys.stderr.isatty()):  # else the driver wrote it below its bar
         print(result.summary())
     return 0
@@ -161,6 +220,11 @@ def _status(args: argparse.Namespace) -> int:
     shape = "diagonal" if plan.diagonal else "symmetric" if plan.symmetric else "rectangular"
     print(f"{store.path}: {done}/{total} blocks ({100 * done / total:.1f}%), {state}")
     print(f"  kernel: {plan.n1} x {plan.n2}, {shape}; block size {plan.block}, grid {plan.grid}")
+    from bigntk.build._lease import describe, holder
+
+    lease = holder(args.path)
+    if lease is not None:
+        print(f"  being written by: {describe(lease)}")
     for kind in store.kinds:
         arr = store.array(kind)
         print(f"  {kind}: shape {tuple(arr.shape)} {arr.dtype}, dims ({', '.join(store.dims)})")
@@ -211,9 +275,39 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from bigntk.build import _submit as jobs
+
+    if not args.address:
+        raise ConfigError(
+            "bigntk submit needs the cluster's job API: --address http://HEAD:8265 "
+            "(or set RAY_API_SERVER_ADDRESS)."
+        )
+    env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep and name not in os.environ:
+            raise ConfigError(f"--env {name}: no such variable here; give --env {name}=VALUE.")
+        env[name] = value if sep else os.environ[name]
+    overrides = [*args.set, *(["output.overwrite=true"] if args.overwrite else [])]
+    pip = [] if args.no_pip else args.pip
+    submission = jobs.submit(args.config, args.address, overrides, pip=pip, env=env)
+    return jobs.wait(submission) if args.wait else 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from bigntk.build import KernelStore, load_config
 
+    if args.checksums:  # a store path, or the config of one
+        from bigntk.build._checksum import report, scan
+
+        path = args.config
+        if path.endswith((".yaml", ".yml")):
+            path = load_config(path, args.set).path
+        store = KernelStore.open(path)
+        result = scan(store)
+        print("\n".join(report(store, result)))
+        return 1 if result.problems else 0
     if args.blocks < 1:
         raise ConfigError(f"--blocks must be a positive int, got {args.blocks}.")
     config = load_config(args.config, args.set)

@@ -25,6 +25,7 @@ __all__ = [
     "StoreLockedError",
     "LeaseLostError",
     "StoreFullError",
+    "WorkerStartError",
     "KernelShapeError",
     "NotPositiveDefiniteError",
     "ConvergenceWarning",
@@ -98,6 +99,10 @@ class LeaseLostError(StoreError, RuntimeError):
 
 class StoreFullError(StoreError, OSError):
     """The store's disk (or quota) is full; committed blocks are kept, resume once freed."""
+
+
+class WorkerStartError(BigNTKError, RuntimeError):
+    """Worker actors kept dying while starting; nothing was lost, the build can resume."""
 
 
 class ConfigError(BigNTKError, ValueError):

@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bigntk.empirical import empirical_kernel_fn
+from bigntk.empirical._implementation import NtkImplementation, as_implementation
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -64,7 +65,10 @@ class BlockKernel:
         rows = NamedSharding(mesh, PartitionSpec("rows"))
         replicated = NamedSharding(mesh, PartitionSpec())
         kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)
+        self._kernel_fn = kernel_fn
+        self._auto = as_implementation(implementation) == NtkImplementation.AUTO
         kwargs = dict(kwargs or {})
+        self._kwargs = kwargs
         self._params = jax.device_put(params, replicated)
         self._rows, self._replicated = rows, replicated
         self._x2_sharding = rows if diagonal else replicated
@@ -106,6 +110,8 @@ class BlockKernel:
         """
         n1 = len(x1)
         n2 = n1 if x2 is None else len(x2)
+        if self._auto:
+            self._decide(x1, x2)
         a = jax.device_put(_pad_rows(x1, self.block), self._rows)
         if x2 is None and self._fn_self is not None:
             out = self._fn_self(a, self._params)
@@ -115,3 +121,20 @@ class BlockKernel:
             out = self._fn(a, b, self._params)
         crop = (slice(n1),) if self.diagonal else (slice(n1), slice(n2))
         return {kind: np.asarray(value)[crop] for kind, value in out.items()}
+
+    def _decide(self, x1: np.ndarray, x2: np.ndarray | None) -> None:
+        """AUTO: time the implementations on this block's per-device shapes, once per shape.
+
+        Inside the sharded program AUTO could only predict from XLA's cost
+        analysis; a trial on concrete rows here is cached by the kernel function
+        under the same signature and used when the program is traced.
+        """
+        per_device = self.block // len(self.devices)
+        a = _pad_rows(x1, self.block)[:per_device]
+        if x2 is None and self._fn_self is not None:
+            b = None
+        elif self.diagonal:
+            b = _pad_rows(x1 if x2 is None else x2, self.block)[:per_device]
+        else:
+            b = _pad_rows(x1 if x2 is None else x2, self.block)
+        self._kernel_fn.plan(a, b, self.kinds, self._params, **self._kwargs)

@@ -21,6 +21,8 @@ Schema (every section but ``model``, ``data`` and ``output`` may be left out)::
     tiling: {block_size: null}           # null: chosen from memory and cost
     output: {path: "kernels/k.zarr", overwrite: false}
     ray: {address: null, workers: null}  # null address: a new local Ray
+    # per worker (optional): num_cpus: 1, num_gpus: 0.5, resources: {TPU: 4},
+    #                        memory_fraction: 0.45   (see bigntk.build._resources)
 
 Relative paths (data and output) are resolved against the current working
 directory, not the config file's. ``stax`` parameters are cast to float32.
@@ -47,6 +49,7 @@ from typing import Any, NoReturn
 import numpy as np
 import yaml
 
+from bigntk.build._checks import closest
 from bigntk.build._data import MemorySource, Source, as_source
 from bigntk.build._datasets import BUILTIN_KEYS, DIGITS_SPLITS, load_builtin
 from bigntk.build._spec import KINDS
@@ -59,7 +62,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "kernel": ("kinds", "trace_axes", "diagonal_axes", "vmap_axes", "implementation"),
     "tiling": ("block_size",),
     "output": ("path", "overwrite"),
-    "ray": ("address", "workers"),
+    "ray": ("address", "workers", "num_cpus", "num_gpus", "resources", "memory_fraction"),
 }
 # combinators that take layers cannot be written as a flat list
 _NOT_LAYERS = {"serial", "parallel", "FanOut", "FanInSum", "FanInConcat", "Kernel"}
@@ -89,6 +92,7 @@ class BuildConfig:
     overwrite: bool
     address: str | None
     workers: int | None
+    worker_resources: dict = dataclasses.field(default_factory=dict)
 
     def load_data(self) -> tuple[Source, Source | None]:
         """The data sources ``(x1, x2)``; built-in datasets are loaded into memory."""
@@ -108,6 +112,7 @@ class BuildConfig:
             "block_size": self.block_size,
             "address": self.address,
             "workers": self.workers,
+            "worker_resources": self.worker_resources or None,
             "overwrite": self.overwrite,
         }
 
@@ -208,6 +213,7 @@ def parse_config(raw: Any, source: str = "<config>") -> BuildConfig:
         overwrite=_bool("output.overwrite", output.get("overwrite", False)),
         address=_optional_str("ray.address", ray.get("address")),
         workers=_optional_int("ray.workers", ray.get("workers")),
+        worker_resources=_parse_worker_resources(ray),
     )
 
 
@@ -341,7 +347,8 @@ def _parse_kernel(kernel: dict) -> dict:
     if (
         not isinstance(kinds, list)
         or not kinds
-        or len(set(map(str, kinds))) != len(kinds)
+        or not all(isinstance(k, str) for k in kinds)
+        or len(set(kinds)) != len(kinds)
         or not set(kinds) <= set(KINDS)
     ):
         _fail("kernel.kinds", kernel.get("kinds"), f"a list of {list(KINDS)} without repeats")
@@ -361,6 +368,19 @@ def _parse_kernel(kernel: dict) -> dict:
         "vmap_axes": vmap_axes,
         "implementation": impl,
     }
+
+
+def _parse_worker_resources(ray: dict) -> dict:
+    from bigntk.build._resources import WorkerResources
+    from bigntk.errors import BuildInputError
+
+    keys = ("num_cpus", "num_gpus", "resources", "memory_fraction")
+    chosen = {k: ray[k] for k in keys if ray.get(k) is not None}
+    try:
+        WorkerResources.coerce(chosen)
+    except BuildInputError as e:
+        raise ConfigError(f"ray: {e}") from None
+    return chosen
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -417,8 +437,8 @@ def _fail(field: str, value: Any, expected: str) -> NoReturn:
 def _check_keys(field: str, mapping: dict, valid: tuple[str, ...]) -> None:
     for key in mapping:
         if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else "."
+            close = closest(str(key), valid)
+            hint = f"; did you mean {close!r}?" if close else "."
             where = f"{field}.{key}" if field else str(key)
             raise ConfigError(f"{where}: unknown key{hint} Valid keys here: {', '.join(valid)}.")
 

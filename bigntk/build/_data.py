@@ -30,7 +30,8 @@ class Source:
         return self.shape[0]
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self._open()[start:stop])
+        """Rows ``[start, stop)``, in native byte order (JAX takes no big-endian arrays)."""
+        return _native(np.asarray(self._open()[start:stop]))
 
     def _open(self) -> Any:
         raise NotImplementedError
@@ -67,7 +68,8 @@ class MemorySource(Source):
     """An in-memory array; shipped to workers through Ray's object store."""
 
     def __init__(self, array: np.ndarray):
-        self._array = np.ascontiguousarray(array)
+        array = np.asarray(array)  # (ascontiguousarray would make a 0-d array 1-d)
+        self._array = _native(np.ascontiguousarray(array) if array.ndim else array)
         self._ref = None
         self.shape, self.dtype = self._array.shape, self._array.dtype
         self.description = f"in-memory array {self.shape} {self.dtype}"
@@ -95,7 +97,7 @@ class NpySource(Source):
     def __init__(self, path: str):
         self.path = str(path)
         arr = self._open()
-        self.shape, self.dtype = arr.shape, arr.dtype
+        self.shape, self.dtype = arr.shape, arr.dtype.newbyteorder("=")
         self.description = f"{self.path} {self.shape} {self.dtype}"
 
     def _open(self) -> np.ndarray:
@@ -108,7 +110,7 @@ class ZarrSource(Source):
     def __init__(self, url: str):
         self.url = str(url)
         arr = self._open()
-        self.shape, self.dtype = tuple(arr.shape), np.dtype(arr.dtype)
+        self.shape, self.dtype = tuple(arr.shape), np.dtype(arr.dtype).newbyteorder("=")
         self.description = f"{self.url} {self.shape} {self.dtype}"
 
     def _open(self):
@@ -118,6 +120,10 @@ class ZarrSource(Source):
         return zarr.open_array(store, path=name or None, mode="r")
 
 
+def _native(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
 def as_source(x: Any, name: str) -> Source:
     """Wrap an array, a ``.npy`` path, a Zarr array, or a Zarr path/URL."""
     if isinstance(x, Source):
@@ -125,6 +131,10 @@ def as_source(x: Any, name: str) -> Source:
     if isinstance(x, str | bytes) or hasattr(x, "__fspath__"):
         path = str(x)
         try:
+            if "://" in path and not path.startswith("file://"):
+                from bigntk.build._fs import url_source
+
+                return url_source(path)
             return NpySource(path) if path.endswith(".npy") else ZarrSource(path)
         except (FileNotFoundError, OSError, ValueError, KeyError) as e:
             raise BuildInputError(

@@ -22,7 +22,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from bigntk.build._checks import check_arguments, check_source_dtypes
+from bigntk.build._checksum import repair as repair_store
 from bigntk.build._data import MemorySource, Source, as_source
+from bigntk.build._failures import error_summary, start_workers, store_full_errors
+from bigntk.build._fs import check_store_url, forwarded_env, source_urls
+from bigntk.build._lease import writer_lease
+from bigntk.build._resources import WorkerResources
 from bigntk.build._spec import (
     canonical_kinds,
     default_block_size,
@@ -32,7 +38,7 @@ from bigntk.build._spec import (
 from bigntk.build._store import KernelStore
 from bigntk.build._worker import BlockWorker
 from bigntk.empirical._implementation import DEFAULT_NTK_IMPLEMENTATION, get_implementation
-from bigntk.errors import BlockFailedError, BuildInputError
+from bigntk.errors import BigNTKError, BlockFailedError, BuildInputError
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +146,10 @@ def _plan_layout(
         block_size = default_block_size(n1, entry, devices, per_example * n_params * itemsize)
     if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
         raise BuildInputError(f"block_size must be a positive int, got {block_size!r} instead.")
+    largest = -(-max(n1, n2) // devices) * devices
+    if block_size > largest:  # one block holds everything: no padding beyond the data
+        logger.info("block_size=%d is larger than the data; using %d.", block_size, largest)
+        block_size = largest
     if block_size % devices:
         raise BuildInputError(
             f"block_size={block_size} must be a multiple of the {devices} devices per worker, "
@@ -170,8 +180,11 @@ def build_kernel(
     block_size: int | None = None,
     address: str | None = None,
     workers: int | None = None,
+    worker_resources: Any = None,
     progress: bool = True,
     overwrite: bool = False,
+    repair: bool = False,
+    lease_wait: float | None = 0.0,
     **kwargs: Any,
 ) -> BuildResult:
     """Build an NTK/NNGP matrix block by block into a Zarr store.
@@ -193,8 +206,15 @@ def build_kernel(
         address: Ray address; None starts a local Ray (or uses the one running
             in this process).
         workers: number of worker actors (default: one per GPU, else one).
+        worker_resources: what each worker asks Ray for: a mapping (or a
+            ``WorkerResources``) of ``num_cpus``, ``num_gpus``, ``resources``
+            (e.g. ``{"TPU": 4}``) and ``memory_fraction``; see ``bigntk.build._resources``.
         progress: show a progress bar on a terminal.
         overwrite: replace a store made by a different spec instead of refusing.
+        repair: first reread every committed block and recompute those whose chunks
+            are missing, unreadable, differ from their checksum or hold NaN/inf.
+        lease_wait: seconds to wait while another driver holds the store's writer
+            lease (None: as long as it takes); 0 refuses at once, naming the holder.
         **kwargs: passed to ``f``.
 
     Returns:
@@ -204,19 +224,22 @@ def build_kernel(
     """
     import ray
 
+    check_arguments(path, kinds, implementation, lease_wait)
+    path = os.fspath(path)
     kinds = canonical_kinds(kinds)
+    check_store_url(str(path))
     get_implementation(implementation)
     s1 = as_source(x1, "x1")
     s2 = None if x2 is None else as_source(x2, "x2")
     _validate_sources(s1, s2)
+    check_source_dtypes(s1, s2)
     owned, ray_start_s = False, 0.0
     try:
         owned, ray_start_s = _start_ray(address)
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        workers = workers or max(1, gpus)
-        if workers < 1:
-            raise BuildInputError(f"workers must be a positive int, got {workers!r}.")
-        devices = 1 if not gpus else max(1, gpus // workers)
+        placement = WorkerResources.coerce(worker_resources).placement(
+            ray.cluster_resources(), workers
+        )
+        workers, devices = placement.workers, placement.devices
         layout = _plan_layout(
             f, params, kwargs, s1, s2, kinds, trace_axes, diagonal_axes, block_size, devices
         )
@@ -229,11 +252,16 @@ def build_kernel(
             "block": layout["block"],
             "diagonal": layout["diagonal"],
         }
-        kernel_probe = jax.eval_shape(
-            lambda a, b: _probe(f, params, kwargs, settings, a, b),
-            jax.ShapeDtypeStruct((layout["block"], *s1.shape[1:]), s1.dtype),
-            jax.ShapeDtypeStruct((layout["block"], *s1.shape[1:]), s1.dtype),
-        )
+        try:
+            kernel_probe = jax.eval_shape(
+                lambda a, b: _probe(f, params, kwargs, settings, a, b),
+                jax.ShapeDtypeStruct((layout["block"], *s1.shape[1:]), s1.dtype),
+                jax.ShapeDtypeStruct((layout["block"], *s1.shape[1:]), s1.dtype),
+            )
+        except BigNTKError:
+            raise
+        except (TypeError, ValueError) as e:  # vmap_axes, dtypes jacrev refuses, ...
+            raise BuildInputError(f"The kernel settings do not fit f: {e}") from e
         first = kernel_probe[kinds[0]]
         lead = 1 if layout["diagonal"] else 2
         layout["out_shape"] = list(first.shape[lead:])
@@ -249,11 +277,15 @@ def build_kernel(
             "x1": s1.fingerprint(),
             "x2": None if s2 is None else s2.fingerprint(),
         }
-        store, resumed = KernelStore.create_or_resume(
-            path, spec, overwrite=overwrite, versions=_versions()
-        )
-        return _run(store, (f, params, kwargs), settings, s1, s2, workers, devices, gpus,
-                    progress, ray_start_s)  # fmt: skip
+        with store_full_errors(path), writer_lease(path, lease_wait) as lease:  # one writer
+            store, resumed = KernelStore.create_or_resume(
+                path, spec, overwrite=overwrite, versions=_versions()
+            )
+            lease.hold(store)
+            if repair and resumed:
+                repair_store(store)
+            return _run(store, (f, params, kwargs), settings, s1, s2, workers, devices, placement,
+                        progress, ray_start_s)  # fmt: skip
     finally:
         if owned:
             ray.shutdown()
@@ -300,7 +332,7 @@ def _versions() -> dict:
     return out
 
 
-def _run(store, model, settings, s1, s2, workers, devices, gpus, progress, ray_start_s):
+def _run(store, model, settings, s1, s2, workers, devices, placement, progress, ray_start_s):
     import ray
     from tqdm.auto import tqdm
 
@@ -318,14 +350,15 @@ def _run(store, model, settings, s1, s2, workers, devices, gpus, progress, ray_s
         sources = [s.for_workers() if isinstance(s, MemorySource) else s for s in (s1, s2)]
         model_ref = ray.put(model)
         actor_cls = ray.remote(BlockWorker).options(
-            num_cpus=1, num_gpus=devices if gpus else 0, runtime_env={"env_vars": _worker_env()}
-        )
+            **placement.options,
+            runtime_env={"env_vars": {**_worker_env(), **placement.env,
+                                      **forwarded_env([store.path, *source_urls(s1, s2)])}},
+        )  # fmt: skip
 
         def new_actor():
             return actor_cls.remote([model_ref], settings, store.path, sources[0], sources[1])
 
-        actors = [new_actor() for _ in range(min(workers, len(pending)))]
-        infos = ray.get([a.info.remote() for a in actors])  # wait until they are ready
+        actors, infos = start_workers(new_actor, min(workers, len(pending)))  # all ready
         workers_start_s = time.perf_counter() - start
         computed, entries = _schedule(store, plan, done, pending, actors, new_actor, bar, skipped)
         store.update_meta(
@@ -333,6 +366,8 @@ def _run(store, model, settings, s1, s2, workers, devices, gpus, progress, ray_s
                 "last_run_s": time.perf_counter() - start,
                 "workers_start_s": workers_start_s,
                 "workers": infos,
+                "device_kinds": sorted({str(i.get("device_kind")) for i in infos}),
+                "placement": placement.summary(),
             }
         )
         for actor in actors:
@@ -384,7 +419,7 @@ def _schedule(store, plan, done, pending, actors, new_actor, bar, skipped) -> tu
             block, a, handle, attempt = in_flight.pop(ref)
             load[a] -= 1
             try:
-                ray.get(ref)
+                stats = ray.get(ref)
             except ray.exceptions.RayActorError:
                 logger.warning("A worker died while computing block %s; recomputing it.", block)
                 pending.appendleft(block)
@@ -396,13 +431,15 @@ def _schedule(store, plan, done, pending, actors, new_actor, bar, skipped) -> tu
                 if attempt >= _MAX_RETRIES:
                     store.commit(np.array(to_commit).reshape(-1, 2), done)
                     raise BlockFailedError(
-                        f"Block {block} failed {attempt + 1} times; the {int(done.sum())} "
-                        f"committed blocks are kept in {store.path}. Last error: {e}"
+                        f"Block {tuple(map(int, block))} failed {attempt + 1} times; the "
+                        f"{int(done.sum())} committed blocks are kept in {store.path}. Last "
+                        f"error: {error_summary(e)}"
                     ) from e
                 tries[block] = attempt + 1
                 pending.append(block)
                 continue
             done[block] = True
+            store.checksums.record(block, stats.get("checksums"))
             to_commit.append(block)
             computed += 1
             entries += _entries(plan, block)

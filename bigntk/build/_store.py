@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from bigntk.build._checksum import ChecksumTable, checksum
 from bigntk.build._plan import Plan
 from bigntk.errors import NotAStoreError, SpecMismatchError
 
@@ -97,16 +98,19 @@ class KernelStore:
         self._arrays = {kind: group[kind] for kind in self.kinds}
         self._manifest = group[MANIFEST]
         self._mirror = mirror_permutation(self.dims)
+        self.checksums = ChecksumTable(group, self.kinds, self.plan.grid, self._manifest.chunks)
+        self.commit_guard: Any = None  # called before each commit (the writer lease's check)
 
     # --- opening --------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str, mode: str = "r") -> KernelStore:
         """Open an existing store; raise :class:`NotAStoreError` if it is not one."""
-        if _is_local(path) and not _local_path(path).exists():
+        if not (_local_path(path).exists() if _is_local(path) else _path_exists(path)):
             raise FileNotFoundError(f"No kernel store at {path}: the path does not exist.")
         try:
-            group = zarr.open_group(str(path), mode=mode)
+            # bigntk writes Zarr v3 only; v3 metadata is JSON and names no code to run
+            group = zarr.open_group(str(path), mode=mode, zarr_format=3)
         except Exception as e:  # zarr raises several types for "not a group"
             raise NotAStoreError(
                 f"{path} exists but is not a bigntk kernel store (not a Zarr group: {e})."
@@ -182,6 +186,7 @@ class KernelStore:
             fill_value=0,
             dimension_names=["block_row", "block_col"],
         )
+        ChecksumTable.create(group, spec["kinds"], grid, group[MANIFEST].chunks)
         group.attrs["bigntk"] = {
             "format": FORMAT_VERSION,
             "spec": spec,
@@ -196,18 +201,27 @@ class KernelStore:
     def array(self, kind: str) -> zarr.Array:
         return self._arrays[kind]
 
-    def write_block(self, bi: int, bj: int, values: dict[str, np.ndarray]) -> None:
-        """Write one computed block (cropped) of every kind, and its mirror if symmetric."""
+    def write_block(self, bi: int, bj: int, values: dict[str, np.ndarray]) -> dict[str, int]:
+        """Write one computed block (cropped) of every kind, and its mirror if symmetric.
+
+        Returns the CRC-32 of what was written, per kind (see ``_checksum``).
+        """
         r0, r1 = self.plan.rows(bi)
         c0, c1 = self.plan.cols(bj)
+        sums = {}
         for kind, block in values.items():
             arr = self._arrays[kind]
             if self.plan.diagonal:
                 arr[r0:r1] = block
+                sums[kind] = checksum(block, dtype=arr.dtype)
                 continue
             arr[r0:r1, c0:c1] = block
+            parts = [block]
             if self.plan.symmetric and bi != bj:
-                arr[c0:c1, r0:r1] = np.transpose(block, self._mirror)
+                parts.append(np.transpose(block, self._mirror))
+                arr[c0:c1, r0:r1] = parts[1]
+            sums[kind] = checksum(*parts, dtype=arr.dtype)
+        return sums
 
     def symmetrize(self, block: np.ndarray) -> np.ndarray:
         """An exactly symmetric diagonal block: ``(K + Kᵀ) / 2`` (Kᵀ: the mirror)."""
@@ -226,6 +240,9 @@ class KernelStore:
         """
         if len(blocks) == 0:
             return
+        if self.commit_guard is not None:
+            self.commit_guard()  # raises if this driver lost the store's writer lease
+        self.checksums.flush(blocks)  # before the manifest marks the blocks committed
         c = np.asarray(self._manifest.chunks)
         for ci, cj in {tuple(b) for b in (np.asarray(blocks) // c)}:
             r0, r1 = ci * c[0], min((ci + 1) * c[0], done.shape[0])

@@ -54,10 +54,11 @@ class BlockWorker:
             "devices": len(devices),
             "setup_s": self.setup_s,
             "jax": jax.__version__,
+            "xla_env": {k: v for k, v in os.environ.items() if k.startswith("XLA_PYTHON_CLIENT")},
         }
 
-    def compute(self, bi: int, bj: int) -> dict[str, float]:
-        """Compute block ``(bi, bj)``, write it (and its mirror); return timings."""
+    def compute(self, bi: int, bj: int) -> dict[str, Any]:
+        """Compute block ``(bi, bj)``, write it (and its mirror); return timings and checksums."""
         t0 = time.perf_counter()
         r0, r1 = self.plan.rows(bi)
         c0, c1 = self.plan.cols(bj)
@@ -69,6 +70,6 @@ class BlockWorker:
         if self.plan.symmetric and bi == bj:
             values = {k: self.store.symmetrize(v) for k, v in values.items()}
         t2 = time.perf_counter()
-        self.store.write_block(bi, bj, values)
+        sums = self.store.write_block(bi, bj, values)
         t3 = time.perf_counter()
-        return {"read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2}
+        return {"read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2, "checksums": sums}

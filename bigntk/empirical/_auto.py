@@ -13,11 +13,14 @@ cached:
    if that exceeds the budget :func:`~bigntk.empirical._memory.fit_chunks`
    cuts it. Candidates that cannot fit are dropped.
 3. AUTO then picks the fastest. On concrete arrays it times each candidate on
-   the call's own arguments (fastest predicted first, at most three calls each;
+   the call's own arguments (fastest predicted first; the minimum of up to nine
+   calls each, about a quarter of a second for fast candidates;
    a candidate predicted 20x slower than the best is not run) and returns the
    winner's result. Under a user's ``jax.jit`` (tracers) it predicts the time
    from XLA's cost analysis (FLOPs and bytes accessed), corrected per device
-   kind and implementation by the ratios earlier trials measured.
+   kind and implementation by the ratios earlier trials measured. Such a
+   prediction is replaced by a trial the first time the same signature comes
+   with concrete arrays (e.g. the builder's workers decide on their first block).
 
 Decisions are logged at DEBUG level on ``bigntk.empirical.auto`` and can be
 read without computing with ``kernel_fn.plan(...)``.
@@ -204,8 +207,11 @@ class Planner:
         if hashable:
             avals = tuple(_aval(v) for v in jax.tree.leaves(dynamic))
             key = (kinds, static, avals, device.platform, device.device_kind)
-            if key in self._decisions:
-                return self._decisions[key], key, None
+            cached = self._decisions.get(key)
+            concrete = not any(_is_tracer(v) for v in jax.tree.leaves(dynamic))
+            # a prediction made under jit is replaced by a trial once concrete arguments come
+            if cached is not None and not (cached.how == "estimate" and concrete and run):
+                return cached, key, None
         decision, out = self._decide(kinds, x1, x2, params, kwargs, device, key, run)
         if key is not None:
             self._decisions[key] = decision
@@ -302,7 +308,8 @@ class Planner:
             first, out = _time(exe, dynamic, 1)
             t = first
             if best is None or first < 3 * best[0]:
-                runs = 1 if first > 0.5 else 2
+                # fast candidates are timed repeatedly (about 0.25 s): the minimum resists noise
+                runs = 1 if first > 0.5 else min(8, max(2, int(0.25 / max(first, 1e-6))))
                 again, out2 = _time(exe, dynamic, runs)
                 t, out = min(first, again), out2
             seconds[impl.name] = t

@@ -4,7 +4,7 @@ The budget bounds what one call allocates beyond its arguments: XLA's
 ``temp_size + output_size`` of the compiled program (the arguments are already
 in memory when it starts). The default is a safe fraction of the device's free
 memory: on GPU/TPU from ``device.memory_stats()``, on CPU from the available
-RAM (``/proc/meminfo``, and the cgroup limit when one is set).
+RAM (``/proc/meminfo``, the cgroup limit and the address-space limit when set).
 
 :func:`fit_chunks` finds chunk sizes by compiling: it reads the peak of the
 unchunked program, then shrinks one knob at a time (examples of x1, examples
@@ -56,6 +56,23 @@ def _cgroup_available() -> int | None:
         return None
 
 
+def _address_space_room() -> int | None:
+    """Room left under this process's address-space limit (``ulimit -v``), None without one."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return soft - int(line.split()[1]) * 1024
+    except (ImportError, OSError, ValueError):
+        return None
+    return None
+
+
 def free_memory(device: Any = None) -> int | None:
     """Free bytes on ``device`` (default: the default device), None if unknown."""
     device = device or jax.devices()[0]
@@ -65,7 +82,11 @@ def free_memory(device: Any = None) -> int | None:
         if limit:
             return int(limit) - int(stats.get("bytes_in_use", 0))
         return None
-    known = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
+    known = [
+        v
+        for v in (_meminfo_available(), _cgroup_available(), _address_space_room())
+        if v is not None
+    ]
     if not known:
         try:
             return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
