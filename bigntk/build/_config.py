@@ -117,8 +117,8 @@ class BuildConfig:
         }
 
 
-def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> BuildConfig:
-    """Read a YAML build config, apply ``--set`` style overrides, validate it.
+def read_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> tuple[Any, BuildConfig]:
+    """``(raw, validated)``: a YAML build config with ``--set`` style overrides applied.
 
     Raises:
         ConfigError: the file is missing or invalid; the message starts with its path.
@@ -133,9 +133,18 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Build
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
     try:
         raw = apply_overrides({} if raw is None else raw, overrides)
-        return parse_config(raw, source)
+        return raw, parse_config(raw, source)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> BuildConfig:
+    """Read a YAML build config, apply ``--set`` style overrides, validate it.
+
+    Raises:
+        ConfigError: the file is missing or invalid; the message starts with its path.
+    """
+    return read_config(path, overrides)[1]
 
 
 def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:

@@ -38,9 +38,9 @@ from typing import Any, TextIO
 
 import yaml
 
-from bigntk.build._config import apply_overrides, parse_config
+from bigntk.build._config import read_config
 from bigntk.build._fs import forwarded_env, is_url, protocol
-from bigntk.errors import ConfigError, JobSubmitError
+from bigntk.errors import JobSubmitError
 
 logger = logging.getLogger(__name__)
 
@@ -89,19 +89,7 @@ def job_config(config: str | os.PathLike, overrides: Sequence[str] = ()) -> tupl
     Raises:
         ConfigError: the config is invalid (checked here, before submitting).
     """
-    source = str(config)
-    try:
-        with open(source) as fh:
-            raw = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such config file.") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
-    try:
-        raw = apply_overrides({} if raw is None else raw, overrides)
-        parsed = parse_config(raw, source)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+    raw, parsed = read_config(config, overrides)
     raw = copy.deepcopy(raw)
     for name in ("x1", "x2"):  # the absolute paths `bigntk build` would use here
         if isinstance(raw["data"].get(name), str):
