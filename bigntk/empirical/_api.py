@@ -24,6 +24,7 @@ from bigntk.empirical._chunking import (
     example_sides,
     min_param_group,
 )
+from bigntk.empirical._compiled import Compiled, shapes_only
 from bigntk.empirical._implementation import (
     DEFAULT_NTK_IMPLEMENTATION,
     NtkImplementation,
@@ -34,7 +35,7 @@ from bigntk.empirical._kwargs import split_kwargs
 from bigntk.empirical._memory import check_budget
 from bigntk.empirical._nngp import nngp as _nngp
 from bigntk.empirical._problem import Problem
-from bigntk.empirical._trees import SplitParams, combine, is_array, partition
+from bigntk.empirical._trees import SplitParams
 from bigntk.empirical._vmap import canonical_vmap_axes, out_axes_per_leaf
 
 logger = logging.getLogger(__name__)
@@ -74,10 +75,6 @@ def _check_axes_arg(axes: Any, name: str) -> None:
     ):
         return
     raise TypeError(f"{name} must be an int or a sequence of ints, got {axes!r} instead.")
-
-
-def _traced_in_inputs(leaf: Any) -> bool:
-    return is_array(leaf) or isinstance(leaf, float | complex)
 
 
 def _x2_or_none(x1: Any, x2: Any) -> Any:
@@ -210,77 +207,10 @@ def _info(
     )
 
 
-class _Compiled:
-    """``_kernels`` behind ``jax.jit``, with non-array arguments held static.
-
-    Falls back to eager execution when a static argument is not hashable.
-    """
-
-    def __init__(self, fn: Callable):
-        self._fn = fn
-        self._jit = jax.jit(self._from_parts, static_argnums=(1,))
-
-    def _from_parts(self, dynamic, static):
-        kinds, s1, s2, sp, skw = static
-        d1, d2, dp, dkw = dynamic
-        return self._fn(kinds, combine(d1, s1), combine(d2, s2), combine(dp, sp), combine(dkw, skw))
-
-    def split(self, kinds, x1, x2, params, kwargs) -> tuple[tuple, tuple, bool]:
-        """``(dynamic, static, hashable)``: traced leaves, the rest, and whether it hashes."""
-        d1, s1 = partition(x1, _traced_in_inputs)
-        d2, s2 = partition(x2, _traced_in_inputs)
-        dp, sp = partition(params, _traced_in_inputs)
-        dkw, skw = partition(kwargs, is_array)
-        static = (kinds, s1, s2, sp, skw)
-        try:
-            hash(static)
-        except TypeError:
-            return (d1, d2, dp, dkw), static, False
-        return (d1, d2, dp, dkw), static, True
-
-    def lower(self, kinds, x1, x2, params, kwargs) -> Any:
-        """The program lowered for these arguments (tracers are lowered by shape)."""
-        dynamic, static, hashable = self.split(kinds, x1, x2, params, kwargs)
-        dynamic = jax.tree.map(_abstract_if_traced, dynamic)
-        if hashable:
-            return self._jit.lower(dynamic, static)
-        return jax.jit(lambda d: self._from_parts(d, static)).lower(dynamic)
-
-    def __call__(self, kinds, x1, x2, params, kwargs):
-        dynamic, static, hashable = self.split(kinds, x1, x2, params, kwargs)
-        if not hashable:
-            logger.debug("Unhashable static argument; computing the kernel without jit.")
-            return self._fn(kinds, x1, x2, params, kwargs)
-        return self._jit(dynamic, static)
-
-
-def _abstract_if_traced(leaf: Any) -> Any:
-    if isinstance(leaf, jax.core.Tracer):
-        a = jax.typeof(leaf)
-        return jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type)
-    return leaf
-
-
-def _shapes_only(fn: Callable, kinds, x1, x2, params, kwargs) -> Any:
-    """``fn(x1, x2, params, kwargs)`` evaluated on the shapes of the traced leaves only."""
-    box = []
-    parts = _Compiled(lambda *a: None)
-    dynamic, static, _ = parts.split(kinds, x1, x2, params, kwargs)
-
-    def probe(dyn):
-        _, s1, s2, sp, skw = static
-        d1, d2, dp, dkw = dyn
-        box.append(fn(combine(d1, s1), combine(d2, s2), combine(dp, sp), combine(dkw, skw)))
-        return 0
-
-    jax.eval_shape(probe, dynamic)
-    return box[0]
-
-
-def _program(f, trace_axes, diagonal_axes, vmap_axes, which, chunks: Chunks) -> _Compiled:
+def _program(f, trace_axes, diagonal_axes, vmap_axes, which, chunks: Chunks) -> Compiled:
     """The compiled kernels of ``f`` by implementation ``which`` (not AUTO), cut as ``chunks``."""
     ntk_impl = chunked(get_implementation(which), chunks)
-    return _Compiled(
+    return Compiled(
         lambda kinds, x1, x2, params, kwargs: _kernels(
             f, kinds, trace_axes, diagonal_axes, vmap_axes, ntk_impl, x1, x2, params, kwargs
         )
@@ -365,9 +295,9 @@ def empirical_kernel_fn(
     impl = as_implementation(implementation)
     check_budget(memory_budget)
     canonical_vmap_axes(vmap_axes)  # type errors now, not at the first call
-    programs: dict[tuple, _Compiled] = {}
+    programs: dict[tuple, Compiled] = {}
 
-    def program(which: NtkImplementation, chunks: Chunks) -> _Compiled:
+    def program(which: NtkImplementation, chunks: Chunks) -> Compiled:
         if (which, chunks) not in programs:
             programs[(which, chunks)] = _program(
                 f, trace_axes, diagonal_axes, vmap_axes, which, chunks
@@ -375,7 +305,7 @@ def empirical_kernel_fn(
         return programs[(which, chunks)]
 
     def info(kinds, x1, x2, params, kwargs) -> ProblemInfo:
-        return _shapes_only(
+        return shapes_only(
             lambda *a: _info(f, trace_axes, diagonal_axes, vmap_axes, *a),
             kinds, x1, x2, params, kwargs,
         )  # fmt: skip

@@ -151,7 +151,7 @@ class Planner:
         implementation: the requested implementation (AUTO: choose).
         memory_budget: bytes, or None for the default.
         program: ``(implementation, chunks) -> `` the compiled kernel program
-            (``_api._Compiled``).
+            (``_compiled.Compiled``).
         info: ``(kinds, x1, x2, params, kwargs) ->`` :class:`ProblemInfo`.
     """
 
