@@ -43,8 +43,9 @@ def reference(f, params, x1, x2, **kw):
         (20, None, 8, {"trace_axes": ()}),  # symmetric with (K, K) output axes
         (19, None, 8, {"diagonal_axes": (0,)}),  # row-blocked diagonal
         (12, 9, 4, {"vmap_axes": None, "implementation": 2, "trace_axes": ()}),
+        (14, None, 8, {"implementation": 0}),  # AUTO: decided on the worker's first block
     ],
-    ids=["rect", "sym", "sym-untraced", "diag", "vp-novmap"],
+    ids=["rect", "sym", "sym-untraced", "diag", "vp-novmap", "sym-auto"],
 )
 def test_build_equals_in_memory_kernel(tmp_path, n1, n2, block, settings):
     f, params = bm.mlp()
@@ -281,3 +282,24 @@ def test_sharded_block_kernel_gives_the_same_numbers(model, diagonal):
             np.testing.assert_allclose(got[kind], expected[kind], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="multiple of the 4 local devices"):
         BlockKernel(f, params, devices=devices, **{**settings, "block": 6})
+
+
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_auto_in_the_block_kernel_is_timed_on_concrete_rows_not_predicted(diagonal, caplog):
+    import logging
+
+    from bigntk.build._compute import BlockKernel
+
+    f, params = bm.mlp()
+    x1, x2 = bm.data(8, seed=1), bm.data(8, seed=2)
+    settings = dict(kinds=("ntk",), trace_axes=(-1,), diagonal_axes=(0,) if diagonal else (),
+                    vmap_axes=0, block=8, diagonal=diagonal)  # fmt: skip
+    devices = jax.devices()
+    auto = BlockKernel(f, params, devices=devices, implementation=0, **settings)
+    plain = BlockKernel(f, params, devices=devices[:1], implementation=1, **settings)
+    with caplog.at_level(logging.DEBUG, logger="bigntk.empirical.auto"):
+        got = auto(x1, x2)["ntk"]
+    np.testing.assert_allclose(got, plain(x1, x2)["ntk"], rtol=1e-5, atol=1e-5)
+    decisions = [r.getMessage() for r in caplog.records if "AUTO chose" in r.getMessage()]
+    assert len(decisions) == 1, decisions  # one decision, made before the sharded program
+    assert "(estimate)" not in decisions[0]
