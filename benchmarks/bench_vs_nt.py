@@ -244,12 +244,13 @@ def run_cell(python: str, lib: str, case: str, impl: int, repeats: int) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def compare(nt_python: str, repeats: int, cases: list[str], out: str) -> None:
+def compare(nt_python: str | None, repeats: int, cases: list[str], out: str) -> None:
     rows = []
     load0 = os.getloadavg()
     for case in cases:
         for impl in IMPLS + AUTO_CELLS:
-            libs = (("nt", nt_python), ("bigntk", sys.executable)) if impl > 0 else ()
+            libs = (("nt", nt_python),) if impl > 0 and nt_python else ()
+            libs += (("bigntk", sys.executable),) if impl > 0 else ()
             for lib, python in libs + (() if impl > 0 else (("bigntk", sys.executable),)):
                 r = run_cell(python, lib, case, impl, repeats)
                 rows.append(r)
@@ -325,6 +326,7 @@ def main() -> None:
     c.add_argument("--repeats", type=int, default=5)
     m = sub.add_parser("compare")
     m.add_argument("--nt-python", default="/work/nt-venv/bin/python")
+    m.add_argument("--bigntk-only", action="store_true", help="skip Neural Tangents' cells")
     m.add_argument("--repeats", type=int, default=5)
     m.add_argument("--cases", nargs="*", default=sorted(CASES))
     m.add_argument("--out", default="benchmarks/results-vs-nt.json")
@@ -332,7 +334,7 @@ def main() -> None:
     if args.command == "cell":
         print(json.dumps(cell(args.lib, args.case, args.impl, args.repeats)))
     else:
-        compare(args.nt_python, args.repeats, args.cases, args.out)
+        compare(None if args.bigntk_only else args.nt_python, args.repeats, args.cases, args.out)
 
 
 if __name__ == "__main__":
