@@ -67,6 +67,7 @@ class BlockKernel:
         kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)
         self._kernel_fn = kernel_fn
         self._auto = as_implementation(implementation) == NtkImplementation.AUTO
+        self._auto_decided: set[bool] = set()  # for which calls (x2 None or given)
         kwargs = dict(kwargs or {})
         self._kwargs = kwargs
         self._params = jax.device_put(params, replicated)
@@ -110,8 +111,9 @@ class BlockKernel:
         """
         n1 = len(x1)
         n2 = n1 if x2 is None else len(x2)
-        if self._auto:
+        if self._auto and (x2 is None) not in self._auto_decided:  # blocks share one shape
             self._decide(x1, x2)
+            self._auto_decided.add(x2 is None)
         a = jax.device_put(_pad_rows(x1, self.block), self._rows)
         if x2 is None and self._fn_self is not None:
             out = self._fn_self(a, self._params)

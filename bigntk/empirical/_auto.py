@@ -175,21 +175,22 @@ class Planner:
         """The kernels of one call, computed as decided."""
         if "ntk" not in kinds:
             return self._program(CANDIDATES[0], Chunks())(kinds, x1, x2, params, kwargs)
-        decision, key, out = self._decision(kinds, x1, x2, params, kwargs, run=True)
+        parts = self._split(kinds, x1, x2, params, kwargs)
+        decision, key, out = self._decision(parts, kinds, x1, x2, params, kwargs)
         if out is not None:
             return out
-        program = self._program(decision.implementation, decision.chunks)
-        dynamic, static, hashable = program.split(kinds, x1, x2, params, kwargs)
-        exe = self._executables.get(self._exe_key(key, decision, dynamic))
+        exe = self._executables.get(self._exe_key(key, decision, parts[0]))
         if exe is not None:
-            return exe(dynamic)
-        return program(kinds, x1, x2, params, kwargs)
+            return exe(parts[0])
+        program = self._program(decision.implementation, decision.chunks)
+        return program.call_split(parts, kinds, x1, x2, params, kwargs)
 
     def plan(self, kinds: tuple, x1: Any, x2: Any, params: Any, kwargs: dict) -> Decision:
         """The decision for these arguments (made now if not cached)."""
         if "ntk" not in kinds:
             return Decision(CANDIDATES[0], Chunks(), None, self.memory_budget, "explicit", {})
-        return self._decision(kinds, x1, x2, params, kwargs, run=True)[0]
+        parts = self._split(kinds, x1, x2, params, kwargs)
+        return self._decision(parts, kinds, x1, x2, params, kwargs)[0]
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -199,9 +200,13 @@ class Planner:
         shard = tuple(getattr(v, "sharding", None) for v in jax.tree.leaves(dynamic))
         return (key, decision.implementation, decision.chunks, shard)
 
-    def _decision(self, kinds, x1, x2, params, kwargs, run: bool):
+    def _split(self, kinds, x1, x2, params, kwargs) -> tuple:
+        """``(dynamic, static, hashable)`` of a call (the same for every program)."""
         program = self._program(self.implementation or CANDIDATES[0], Chunks())
-        dynamic, static, hashable = program.split(kinds, x1, x2, params, kwargs)
+        return program.split(kinds, x1, x2, params, kwargs)
+
+    def _decision(self, parts: tuple, kinds, x1, x2, params, kwargs):
+        dynamic, static, hashable = parts
         device = _device()
         key = None
         if hashable:
@@ -210,9 +215,9 @@ class Planner:
             cached = self._decisions.get(key)
             concrete = not any(_is_tracer(v) for v in jax.tree.leaves(dynamic))
             # a prediction made under jit is replaced by a trial once concrete arguments come
-            if cached is not None and not (cached.how == "estimate" and concrete and run):
+            if cached is not None and not (cached.how == "estimate" and concrete):
                 return cached, key, None
-        decision, out = self._decide(kinds, x1, x2, params, kwargs, device, key, run)
+        decision, out = self._decide(kinds, x1, x2, params, kwargs, dynamic, device, key)
         if key is not None:
             self._decisions[key] = decision
         logger.debug(
@@ -227,7 +232,7 @@ class Planner:
         )
         return decision, key, out
 
-    def _decide(self, kinds, x1, x2, params, kwargs, device, key, run: bool):
+    def _decide(self, kinds, x1, x2, params, kwargs, dynamic, device, key):
         args = (kinds, x1, x2, params, kwargs)
         budget = self.memory_budget
         budget = int(budget) if budget is not None else default_budget(device)
@@ -236,7 +241,6 @@ class Planner:
         info = self._info(*args)
         if not info.has_params or (explicit and (budget is None or info.rough_bytes <= budget)):
             return Decision(candidates[0], Chunks(), None, budget, "explicit", {}), None
-        dynamic = self._program(candidates[0], Chunks()).split(*args)[0]
         concrete = not any(_is_tracer(v) for v in jax.tree.leaves(dynamic))
         fitted, errors = [], []
         for impl in candidates:
@@ -261,7 +265,7 @@ class Planner:
         predicted = {
             impl: _calibrated(p, device, impl) if p else math.inf for impl, *_, p in fitted
         }
-        if not concrete or not run:
+        if not concrete:
             impl = min(predicted, key=predicted.get)
             row = next(r for r in fitted if r[0] == impl)
             seconds = {i.name: t for i, t in predicted.items()}

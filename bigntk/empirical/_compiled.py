@@ -60,7 +60,12 @@ class Compiled:
         return jax.jit(lambda d: self._from_parts(d, static)).lower(dynamic)
 
     def __call__(self, kinds, x1, x2, params, kwargs):
-        dynamic, static, hashable = self.split(kinds, x1, x2, params, kwargs)
+        parts = self.split(kinds, x1, x2, params, kwargs)
+        return self.call_split(parts, kinds, x1, x2, params, kwargs)
+
+    def call_split(self, parts: tuple, kinds, x1, x2, params, kwargs):
+        """``__call__`` with the arguments already split by :meth:`split` into ``parts``."""
+        dynamic, static, hashable = parts
         if not hashable:
             logger.debug("Unhashable static argument; computing the kernel without jit.")
             return self._fn(kinds, x1, x2, params, kwargs)
