@@ -303,3 +303,27 @@ def test_auto_in_the_block_kernel_is_timed_on_concrete_rows_not_predicted(diagon
     decisions = [r.getMessage() for r in caplog.records if "AUTO chose" in r.getMessage()]
     assert len(decisions) == 1, decisions  # one decision, made before the sharded program
     assert "(estimate)" not in decisions[0]
+
+
+def test_auto_is_decided_once_per_store_and_a_resume_reuses_it(tmp_path):
+    """Every block of an AUTO build uses one implementation, recorded in the store."""
+    f, params = bm.mlp()
+    x = bm.data(14, seed=3)
+    path = str(tmp_path / "k.zarr")
+    nt.build_kernel(f, params, x, path=path, block_size=8, progress=False, implementation=0)
+    store = KernelStore.open(path, mode="r+")
+    chosen = store.meta["auto_implementation"]
+    assert chosen in (1, 2, 3)
+    # pretend the first run chose another implementation, and lose every block
+    other = 2 if chosen != 2 else 1
+    store.update_meta(auto_implementation=other)
+    done = store.committed()
+    blocks = np.argwhere(done)
+    store.commit(blocks, np.zeros_like(done))
+    resumed = nt.build_kernel(f, params, x, path=path, block_size=8, progress=False,
+                              implementation=0)  # fmt: skip
+    assert resumed.computed == len(blocks)
+    assert KernelStore.open(path).meta["auto_implementation"] == other  # not decided again
+    want = reference(f, params, x, None, implementation=other).ntk
+    got = nt.open_kernel(path).compute()
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())

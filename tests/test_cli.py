@@ -11,9 +11,10 @@ import yaml
 import zarr
 
 import bigntk as nt
+from bigntk._cli.verify import _traced
 from bigntk.build import KernelStore, load_builtin, load_config
 from bigntk.build._config import apply_overrides, parse_config
-from bigntk.cli import _print_error, _traced, main
+from bigntk.cli import _print_error, main
 from bigntk.errors import BigNTKError, BuildInputError, ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ def test_defaults_and_normalised_values(tmp_path, monkeypatch):
         "trace_axes": (-1,),
         "diagonal_axes": (),
         "vmap_axes": 0,
-        "implementation": 1,
+        "implementation": 0,
     }
     assert config.model["seed"] == 0 and config.block_size is None
     assert (config.address, config.workers, config.overwrite) == (None, None, False)

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 
 import bigntk as nt
 from bigntk.build import KernelStore
-from bigntk.build._config import _SECTIONS, parse_config
+from bigntk.build._config import parse_config
+from bigntk.build._config_schema import _SECTIONS
 from bigntk.errors import BigNTKError, BuildInputError, ConfigError
 from tests import builder_models as bm
 

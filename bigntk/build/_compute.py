@@ -66,7 +66,13 @@ class BlockKernel:
         replicated = NamedSharding(mesh, PartitionSpec())
         kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)
         self._kernel_fn = kernel_fn
-        self._auto = as_implementation(implementation) == NtkImplementation.AUTO
+        self._implementation = as_implementation(implementation)
+        self._auto = self._implementation == NtkImplementation.AUTO
+        # shapes do not depend on the implementation (AUTO would time them all to find them)
+        self._shape_fn = empirical_kernel_fn(
+            f, trace_axes, diagonal_axes, vmap_axes,
+            NtkImplementation.JACOBIAN_CONTRACTION if self._auto else self._implementation,
+        )  # fmt: skip
         self._auto_decided: set[bool] = set()  # for which calls (x2 None or given)
         kwargs = dict(kwargs or {})
         self._kwargs = kwargs
@@ -102,7 +108,10 @@ class BlockKernel:
     def out_info(self, feature_shape: tuple[int, ...], dtype: Any) -> dict[str, Any]:
         """``{kind: ShapeDtypeStruct}`` of one padded block."""
         x = jax.ShapeDtypeStruct((self.block, *feature_shape), dtype)
-        return jax.eval_shape(self._fn, x, x, self._params)
+        kinds, kwargs = self.kinds, self._kwargs
+        return jax.eval_shape(
+            lambda a, b, p: self._shape_fn(a, b, kinds, p, **kwargs)._asdict(), x, x, self._params
+        )
 
     def __call__(self, x1: np.ndarray, x2: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Kernel blocks ``(len(x1), len(x2), *out)`` (diagonal builds: ``(len(x1), *out)``).
@@ -124,7 +133,7 @@ class BlockKernel:
         crop = (slice(n1),) if self.diagonal else (slice(n1), slice(n2))
         return {kind: np.asarray(value)[crop] for kind, value in out.items()}
 
-    def _decide(self, x1: np.ndarray, x2: np.ndarray | None) -> None:
+    def _decide(self, x1: np.ndarray, x2: np.ndarray | None) -> NtkImplementation:
         """AUTO: time the implementations on this block's per-device shapes, once per shape.
 
         Inside the sharded program AUTO could only predict from XLA's cost
@@ -139,4 +148,8 @@ class BlockKernel:
             b = _pad_rows(x1 if x2 is None else x2, self.block)[:per_device]
         else:
             b = _pad_rows(x1 if x2 is None else x2, self.block)
-        self._kernel_fn.plan(a, b, self.kinds, self._params, **self._kwargs)
+        return self._kernel_fn.plan(a, b, self.kinds, self._params, **self._kwargs).implementation
+
+    def choose(self, x1: np.ndarray, x2: np.ndarray | None = None) -> NtkImplementation:
+        """The implementation AUTO picks for blocks like this one (timed here, on these rows)."""
+        return self._decide(x1, x2) if self._auto else self._implementation

@@ -1,21 +1,19 @@
-"""``build_kernel``: plan the blocks, schedule them on Ray workers, commit them, resume.
+"""``build_kernel``: check the arguments, plan the blocks, open the store, run what is missing.
 
-The driver keeps a bounded number of blocks in flight (``ray.wait``), records
-finished blocks in the store's manifest in batches, retries failed blocks,
-relies on Ray to restart dead actors, and on a fresh start schedules only the
-blocks the manifest does not list. The same call resumes an interrupted build.
+The driver checks the model and data, plans the layout, writes the build spec
+into a new store or checks it against an existing one (under the store's writer
+lease), and hands the blocks the manifest does not list to
+:func:`~bigntk.build._scheduler.run_blocks`. The same call resumes an
+interrupted build.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
-import sys
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,11 +22,12 @@ import numpy as np
 
 from bigntk.build._checks import check_arguments, check_source_dtypes
 from bigntk.build._checksum import repair as repair_store
-from bigntk.build._data import MemorySource, Source, as_source
-from bigntk.build._failures import error_summary, start_workers, store_full_errors
-from bigntk.build._fs import check_store_url, forwarded_env, source_urls
+from bigntk.build._data import Source, as_source
+from bigntk.build._failures import store_full_errors
+from bigntk.build._fs import check_store_url
 from bigntk.build._lease import writer_lease
 from bigntk.build._resources import WorkerResources
+from bigntk.build._scheduler import BuildResult, run_blocks
 from bigntk.build._spec import (
     canonical_kinds,
     default_block_size,
@@ -36,50 +35,10 @@ from bigntk.build._spec import (
     output_axes,
 )
 from bigntk.build._store import KernelStore
-from bigntk.build._worker import BlockWorker
 from bigntk.empirical._implementation import DEFAULT_NTK_IMPLEMENTATION, get_implementation
-from bigntk.errors import BigNTKError, BlockFailedError, BuildInputError
+from bigntk.errors import BigNTKError, BuildInputError
 
 logger = logging.getLogger(__name__)
-
-_COMMIT_EVERY_S = 0.5
-_MAX_RETRIES = 2
-
-
-@dataclasses.dataclass
-class BuildResult:
-    """What a build did.
-
-    Attributes:
-        path: the store.
-        total: blocks in the plan.
-        computed: blocks computed by this run.
-        skipped: blocks already committed (resumed).
-        wall_s: wall time from planning to the last commit (workers' start included).
-        ray_start_s: time spent starting Ray (0 when it was already running).
-        workers_start_s: time until every worker actor was ready (part of ``wall_s``).
-        entries: kernel entries (rows × columns) computed by this run.
-    """
-
-    path: str
-    total: int
-    computed: int
-    skipped: int
-    wall_s: float
-    ray_start_s: float
-    workers_start_s: float
-    entries: int
-
-    @property
-    def entries_per_s(self) -> float:
-        return self.entries / self.wall_s if self.wall_s else 0.0
-
-    def summary(self) -> str:
-        return (
-            f"bigntk: {self.path}: {self.computed} blocks computed, {self.skipped} resumed, "
-            f"{self.total} total in {self.wall_s:.1f}s ({self.entries_per_s:,.0f} entries/s; "
-            f"workers start {self.workers_start_s:.1f}s, Ray start {self.ray_start_s:.1f}s)"
-        )
 
 
 def _start_ray(address: str | None) -> tuple[bool, float]:
@@ -284,8 +243,8 @@ def build_kernel(
             lease.hold(store)
             if repair and resumed:
                 repair_store(store)
-            return _run(store, (f, params, kwargs), settings, s1, s2, workers, devices, placement,
-                        progress, ray_start_s)  # fmt: skip
+            return run_blocks(store, (f, params, kwargs), settings, s1, s2, workers, placement,
+                              progress, ray_start_s)  # fmt: skip
     finally:
         if owned:
             ray.shutdown()
@@ -300,24 +259,20 @@ def _impl_int(implementation: Any) -> int:
 
 
 def _probe(f, params, kwargs, settings, a, b):
+    """The kernels' shapes (under ``jax.eval_shape``): every implementation gives the same."""
     from bigntk.empirical import empirical_kernel_fn
+    from bigntk.empirical._implementation import NtkImplementation, as_implementation
 
+    impl = as_implementation(settings["implementation"])
     kernel_fn = empirical_kernel_fn(
         f,
         settings["trace_axes"],
         settings["diagonal_axes"],
         settings["vmap_axes"],
-        settings["implementation"],
+        # AUTO would time every implementation here, for shapes alone
+        NtkImplementation.JACOBIAN_CONTRACTION if impl == NtkImplementation.AUTO else impl,
     )
     return kernel_fn(a, b, settings["kinds"], params, **kwargs)._asdict()
-
-
-def _worker_env() -> dict[str, str]:
-    """Environment of worker processes: the driver's x64 setting, huge pages for malloc."""
-    env = {"JAX_ENABLE_X64": "1" if jax.config.jax_enable_x64 else "0"}
-    # Jacobian-heavy blocks page-fault less with huge pages (~30% faster on CPU)
-    env["GLIBC_TUNABLES"] = os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
-    return env
 
 
 def _versions() -> dict:
@@ -330,124 +285,3 @@ def _versions() -> dict:
         except md.PackageNotFoundError:  # pragma: no cover
             out[name] = None
     return out
-
-
-def _run(store, model, settings, s1, s2, workers, devices, placement, progress, ray_start_s):
-    import ray
-    from tqdm.auto import tqdm
-
-    plan = store.plan
-    done = store.committed()
-    pending = deque(map(tuple, plan.pending(done)))
-    skipped = plan.num_blocks - len(pending)
-    start = time.perf_counter()
-    show = progress and sys.stderr.isatty()
-    bar = tqdm(total=plan.num_blocks, initial=skipped, unit="block", disable=not show,
-               desc="bigntk build", dynamic_ncols=True)  # fmt: skip
-    computed = entries = 0
-    workers_start_s = 0.0
-    if pending:
-        sources = [s.for_workers() if isinstance(s, MemorySource) else s for s in (s1, s2)]
-        model_ref = ray.put(model)
-        actor_cls = ray.remote(BlockWorker).options(
-            **placement.options,
-            runtime_env={"env_vars": {**_worker_env(), **placement.env,
-                                      **forwarded_env([store.path, *source_urls(s1, s2)])}},
-        )  # fmt: skip
-
-        def new_actor():
-            return actor_cls.remote([model_ref], settings, store.path, sources[0], sources[1])
-
-        actors, infos = start_workers(new_actor, min(workers, len(pending)))  # all ready
-        workers_start_s = time.perf_counter() - start
-        computed, entries = _schedule(store, plan, done, pending, actors, new_actor, bar, skipped)
-        store.update_meta(
-            timings={
-                "last_run_s": time.perf_counter() - start,
-                "workers_start_s": workers_start_s,
-                "workers": infos,
-                "device_kinds": sorted({str(i.get("device_kind")) for i in infos}),
-                "placement": placement.summary(),
-            }
-        )
-        for actor in actors:
-            ray.kill(actor)
-    bar.close()
-    result = BuildResult(
-        path=store.path,
-        total=plan.num_blocks,
-        computed=computed,
-        skipped=skipped,
-        wall_s=time.perf_counter() - start,
-        ray_start_s=ray_start_s,
-        workers_start_s=workers_start_s,
-        entries=entries,
-    )
-    (tqdm.write if show else logger.info)(result.summary())
-    return result
-
-
-def _entries(plan, block: tuple[int, int]) -> int:
-    """Kernel entries a block fills (its mirror included)."""
-    (r0, r1), (c0, c1) = plan.rows(block[0]), plan.cols(block[1])
-    if plan.diagonal:
-        return r1 - r0
-    mirrored = plan.symmetric and block[0] != block[1]
-    return (r1 - r0) * (c1 - c0) * (2 if mirrored else 1)
-
-
-def _schedule(store, plan, done, pending, actors, new_actor, bar, skipped) -> tuple[int, int]:
-    """Run the pending blocks on ``actors``, replacing dead ones with ``new_actor()``."""
-    import ray
-
-    in_flight: dict[Any, tuple[tuple[int, int], int, Any, int]] = {}
-    load = [0] * len(actors)
-    tries: dict[tuple[int, int], int] = {}
-    to_commit: list[tuple[int, int]] = []
-    last_commit = time.perf_counter()
-    computed = entries = 0
-    limit = 2 * len(actors)
-    while pending or in_flight:
-        while pending and len(in_flight) < limit:
-            block = pending.popleft()
-            a = int(np.argmin(load))
-            ref = actors[a].compute.remote(*map(int, block))
-            in_flight[ref] = (block, a, actors[a], tries.get(block, 0))
-            load[a] += 1
-        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-        for ref in ready:
-            block, a, handle, attempt = in_flight.pop(ref)
-            load[a] -= 1
-            try:
-                stats = ray.get(ref)
-            except ray.exceptions.RayActorError:
-                logger.warning("A worker died while computing block %s; recomputing it.", block)
-                pending.appendleft(block)
-                if actors[a] is handle:  # first of its failed tasks: replace the actor
-                    ray.kill(handle)
-                    actors[a] = new_actor()
-                continue
-            except ray.exceptions.RayTaskError as e:
-                if attempt >= _MAX_RETRIES:
-                    store.commit(np.array(to_commit).reshape(-1, 2), done)
-                    raise BlockFailedError(
-                        f"Block {tuple(map(int, block))} failed {attempt + 1} times; the "
-                        f"{int(done.sum())} committed blocks are kept in {store.path}. Last "
-                        f"error: {error_summary(e)}"
-                    ) from e
-                tries[block] = attempt + 1
-                pending.append(block)
-                continue
-            done[block] = True
-            store.checksums.record(block, stats.get("checksums"))
-            to_commit.append(block)
-            computed += 1
-            entries += _entries(plan, block)
-            bar.update(1)
-        if to_commit and (time.perf_counter() - last_commit > _COMMIT_EVERY_S or not in_flight):
-            store.commit(np.array(to_commit), done)
-            to_commit.clear()
-            last_commit = time.perf_counter()
-            rate = entries / max(bar.format_dict["elapsed"], 1e-9)
-            bar.set_postfix_str(f"{rate:,.0f} entries/s, {skipped} resumed")
-    return computed, entries

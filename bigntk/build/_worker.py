@@ -57,6 +57,14 @@ class BlockWorker:
             "xla_env": {k: v for k, v in os.environ.items() if k.startswith("XLA_PYTHON_CLIENT")},
         }
 
+    def choose(self, bi: int, bj: int) -> int:
+        """AUTO's implementation for this build, timed on block ``(bi, bj)`` here."""
+        r0, r1 = self.plan.rows(bi)
+        c0, c1 = self.plan.cols(bj)
+        same = bi == bj and self.x2 is self.x1
+        x2 = None if same else self.x2.read(c0, c1)
+        return int(self.kernel.choose(self.x1.read(r0, r1), x2))
+
     def compute(self, bi: int, bj: int) -> dict[str, Any]:
         """Compute block ``(bi, bj)``, write it (and its mirror); return timings and checksums."""
         t0 = time.perf_counter()
