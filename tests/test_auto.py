@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import bigntk as nt
+from bigntk.empirical import _auto
 from bigntk.empirical._api import _fixed_chunks_kernel_fn
 from bigntk.empirical._chunking import Chunks, param_groups
 from bigntk.empirical._trees import SplitParams
@@ -92,7 +93,8 @@ def test_parameter_groups_pack_small_leaves_and_slice_big_ones():
 # --- the memory budget -------------------------------------------------------------------
 
 
-def _wide_mlp(width=96, n=6, seed=0):
+def _wide_mlp(width=96, n=6, seed=0, mixing=False):
+    """``mixing``: examples see the batch mean (vmap_axes cannot be inferred)."""
     k = jax.random.split(jax.random.PRNGKey(seed), 5)
     params = {
         "w1": jax.random.normal(k[0], (12, width), jnp.float64),
@@ -103,6 +105,8 @@ def _wide_mlp(width=96, n=6, seed=0):
     def f(p, x):
         h = jnp.tanh(x @ p["w1"] / 4.0)
         h = jnp.tanh(h @ p["w2"] / jnp.sqrt(width))
+        if mixing:
+            h = h - 0.5 * h.mean(0, keepdims=True)
         return h @ p["w3"] / jnp.sqrt(width)
 
     x1 = jax.random.normal(k[3], (n, 12), jnp.float64)
@@ -120,7 +124,7 @@ def _peak(f, params, x1, x2, vmap_axes, impl):
 
 @pytest.mark.parametrize("impl, vmap_axes", [(JC, 0), (VP, 0), (SD, 0), (VP, None)])
 def test_a_budget_below_the_peak_is_met_by_chunks_with_results_unchanged(impl, vmap_axes):
-    f, params, x1, x2 = _wide_mlp()
+    f, params, x1, x2 = _wide_mlp(mixing=vmap_axes is None)
     budget = _peak(f, params, x1, x2, vmap_axes, impl) // 3
     fn = nt.empirical_ntk_fn(f, (), (), vmap_axes, impl, memory_budget=budget)
     got = fn(x1, x2, params)
@@ -134,7 +138,7 @@ def test_a_budget_below_the_peak_is_met_by_chunks_with_results_unchanged(impl, v
 @pytest.mark.parametrize("impl", [JC, SD])
 def test_without_vmap_axes_some_implementations_have_a_floor_and_auto_goes_around_it(impl):
     """JC holds whole-leaf cotangents and SD has no example knob without vmap_axes."""
-    f, params, x1, x2 = _wide_mlp()
+    f, params, x1, x2 = _wide_mlp(mixing=True)
     budget = _peak(f, params, x1, x2, None, impl) // 3
     fn = nt.empirical_ntk_fn(f, (), (), None, impl, memory_budget=budget)
     with pytest.raises(MemoryBudgetError, match=f"memory_budget is {budget:,} bytes"):
@@ -224,13 +228,59 @@ def test_auto_decides_once_per_signature():
     assert fn.plan(x1.astype(jnp.float32), x2, params) is not first  # another dtype
 
 
-def test_auto_under_jit_predicts_from_cost_analysis():
+def test_auto_under_jit_times_the_candidates_on_stand_ins():
     f, params, x1, x2 = _wide_mlp()
     fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation="auto")
     seen = []
 
     def traced(a, b, p):
         seen.append(fn.plan(a, b, p))  # under jit: the decision made while tracing
+        return fn(a, b, p)
+
+    got = jax.jit(traced)(x1, x2, params)
+    d = seen[0]
+    assert d.how == "stand-in"
+    assert d.seconds[d.implementation.name] == min(d.seconds.values())
+    assert fn.plan(x1, x2, params) is d  # a measurement: not redone on concrete arguments
+    _, ntk = oracle(f, params, x1, x2)
+    assert_kernels_match(got, ntk)
+
+
+def test_auto_under_jit_with_integer_inputs_and_typed_keys():
+    # token ids index an embedding: zero stand-ins are valid indices; the rng is a typed key
+    emb = jax.random.normal(jax.random.key(1), (11, 6))
+    w = jax.random.normal(jax.random.key(2), (6, 3))
+
+    def f(p, tokens, rng=None):
+        h = p["emb"][tokens].mean(1) @ p["w"]
+        return h * jax.random.bernoulli(rng, 0.9, h.shape)
+
+    params = {"emb": emb, "w": w}
+    x1 = jnp.array([[1, 2, 3], [4, 5, 10]])
+    x2 = jnp.array([[0, 7, 9]])
+    fn = nt.empirical_ntk_fn(f, implementation=0)
+    key = jax.random.key(3)
+    seen = []
+
+    def traced(a, b, p, k):
+        seen.append(fn.plan(a, b, p, rng=k))
+        return fn(a, b, p, rng=k)
+
+    got = jax.jit(traced)(x1, x2, params, key)
+    assert seen[0].how == "stand-in"
+    want = nt.empirical_ntk_fn(f, implementation=1)(x1, x2, params, rng=key)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_under_jit_predicts_when_timing_is_impossible(monkeypatch):
+    # fault injection: stand-in arrays cannot be made (e.g. an unknown dtype)
+    monkeypatch.setattr(_auto, "_stand_ins", lambda dynamic: None)
+    f, params, x1, x2 = _wide_mlp()
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation="auto")
+    seen = []
+
+    def traced(a, b, p):
+        seen.append(fn.plan(a, b, p))
         return fn(a, b, p)
 
     got = jax.jit(traced)(x1, x2, params)

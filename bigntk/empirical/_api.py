@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from bigntk.empirical._auto import Decision, Planner, ProblemInfo, activation_size, rough_bytes
 from bigntk.empirical._axes import axes_spec, check_sizes
+from bigntk.empirical._batch import infer_vmap_axes
 from bigntk.empirical._chunking import (
     Chunks,
     batch_size,
@@ -118,6 +119,8 @@ def _setup(
         check_sizes(spec, a.shape, b.shape, where)
         specs.append(spec)
     nngp_dtypes = [jnp.result_type(a.dtype, b.dtype) for a, b in zip(leaves1, leaves2, strict=True)]
+    if vmap_axes is None:
+        vmap_axes = infer_vmap_axes(f, x1, x2, params, kw1, kw2)
     vm = canonical_vmap_axes(vmap_axes)
     pb = Problem(
         f=f,
@@ -253,11 +256,12 @@ def empirical_kernel_fn(
             input slice ``i``: None (no promise), an int for all inputs and
             outputs, a pytree used for both, or a 3-tuple
             ``(in_axes, out_axes, kwargs_axes)``. Speeds up the NTK; results are
-            unchanged.
+            unchanged. With None, axis 0 is used where batch independence is
+            proved on ``f``'s program (``bigntk.empirical._batch``).
         implementation: an :class:`NtkImplementation` or its int. ``AUTO`` (0)
             picks the fastest for each signature of a call (shapes, dtypes,
             static arguments, ``get``): timed on the first call's arguments, or
-            predicted from XLA's cost analysis when called under ``jax.jit``.
+            under ``jax.jit`` on stand-in arrays of the traced shapes. The default.
         memory_budget: bytes one call may allocate beyond its arguments (XLA's
             peak of the compiled program). None: a safe fraction of the
             device's free memory. Calls that would exceed it are computed in

@@ -16,11 +16,13 @@ cached:
    the call's own arguments (fastest predicted first; the minimum of up to nine
    calls each, about a quarter of a second for fast candidates;
    a candidate predicted 20x slower than the best is not run) and returns the
-   winner's result. Under a user's ``jax.jit`` (tracers) it predicts the time
-   from XLA's cost analysis (FLOPs and bytes accessed), corrected per device
-   kind and implementation by the ratios earlier trials measured. Such a
-   prediction is replaced by a trial the first time the same signature comes
-   with concrete arrays (e.g. the builder's workers decide on their first block).
+   winner's result. Under a user's ``jax.jit`` (tracers) it times the
+   candidates in the same way on *stand-ins*: concrete arrays with the traced
+   shapes and dtypes (normal floats, zero integers), made while tracing.
+   Only where that fails does it predict the time from XLA's cost analysis
+   (FLOPs and bytes accessed), corrected per device kind and implementation by
+   the ratios earlier trials measured; such a prediction is replaced by a trial
+   the first time the same signature comes with concrete arrays.
 
 Decisions are logged at DEBUG level on ``bigntk.empirical.auto`` and can be
 read without computing with ``kernel_fn.plan(...)``.
@@ -81,6 +83,7 @@ class Decision(NamedTuple):
             for the decision, or XLA gives none).
         memory_budget: the budget in bytes (None: unknown free memory, no limit).
         how: ``'explicit'``, ``'trial'`` (timed on the arguments),
+            ``'stand-in'`` (timed under jit on arrays of the traced shapes),
             ``'estimate'`` (predicted from XLA's cost analysis) or ``'only'``
             (one candidate fits).
         seconds: measured (trial) or predicted seconds of each candidate, by name.
@@ -133,6 +136,32 @@ def _calibrate(measured: float, predicted: float | None, device: Any, impl: Any)
         key = (device.device_kind, int(impl))
         total, count = _CALIBRATION.get(key, (0.0, 0))
         _CALIBRATION[key] = (total + math.log(measured / predicted), count + 1)
+
+
+def _stand_in(leaf: Any, rng: np.random.Generator) -> Any:
+    """A concrete array with ``leaf``'s shape and dtype (tracers only; others as they are)."""
+    if not _is_tracer(leaf):
+        return leaf
+    a = jax.typeof(leaf)
+    shape, dtype = tuple(a.shape), a.dtype
+    if jax.numpy.issubdtype(dtype, jax.dtypes.prng_key):
+        key = jax.random.key(0, impl=jax.random.key_impl(leaf))
+        return jax.random.split(key, shape) if shape else key
+    if jax.numpy.issubdtype(dtype, np.inexact):
+        # values of order one: the times of float arithmetic do not depend on them
+        return jax.numpy.asarray(rng.standard_normal(shape), dtype=dtype)
+    return jax.numpy.zeros(shape, dtype)  # integers and booleans: zero is a valid index
+
+
+def _stand_ins(dynamic: Any) -> Any:
+    """Concrete stand-ins for the traced leaves of ``dynamic`` (None: not possible)."""
+    rng = np.random.default_rng(0)
+    try:
+        with jax.ensure_compile_time_eval():
+            return jax.tree.map(lambda v: _stand_in(v, rng), dynamic)
+    except Exception as e:  # noqa: BLE001 - an unusual dtype: AUTO predicts instead
+        logger.debug("AUTO: no stand-in arrays for the traced arguments (%r).", e)
+        return None
 
 
 def _time(compiled: Any, dynamic: Any, runs: int) -> tuple[float, Any]:
@@ -265,12 +294,19 @@ class Planner:
         predicted = {
             impl: _calibrated(p, device, impl) if p else math.inf for impl, *_, p in fitted
         }
-        if not concrete:
-            impl = min(predicted, key=predicted.get)
-            row = next(r for r in fitted if r[0] == impl)
-            seconds = {i.name: t for i, t in predicted.items()}
-            return Decision(impl, row[1], row[2], budget, "estimate", seconds), None
-        return self._trial(fitted, predicted, dynamic, budget, device, key)
+        if concrete:
+            return self._trial(fitted, predicted, dynamic, budget, device, key)
+        stand_ins = _stand_ins(dynamic)
+        if stand_ins is not None:
+            try:
+                decision, _ = self._trial(fitted, predicted, stand_ins, budget, device, None)
+                return decision._replace(how="stand-in"), None
+            except Exception as e:  # noqa: BLE001 - timing is an optimisation, never an error
+                logger.debug("AUTO: timing on stand-in arrays failed (%r); predicting.", e)
+        impl = min(predicted, key=predicted.get)
+        row = next(r for r in fitted if r[0] == impl)
+        seconds = {i.name: t for i, t in predicted.items()}
+        return Decision(impl, row[1], row[2], budget, "estimate", seconds), None
 
     def _fit(self, impl, args, info: ProblemInfo, budget: int | None):
         """``(chunks, peak, executable, predicted seconds)`` of ``impl`` within ``budget``."""

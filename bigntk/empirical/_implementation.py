@@ -34,7 +34,7 @@ class NtkImplementation(enum.IntEnum):
     STRUCTURED_DERIVATIVES = 3
 
 
-DEFAULT_NTK_IMPLEMENTATION = NtkImplementation.JACOBIAN_CONTRACTION
+DEFAULT_NTK_IMPLEMENTATION = NtkImplementation.AUTO
 
 _IMPLEMENTATIONS: dict[NtkImplementation, Callable] = {
     NtkImplementation.JACOBIAN_CONTRACTION: ntk_jacobian_contraction,
