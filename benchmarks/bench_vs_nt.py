@@ -26,9 +26,12 @@ import sys
 import time
 
 CASES = {
-    # name: (model, n1, n2 (None: x2=None), input shape, trace_axes, diagonal_axes)
+    # name: (model, n1, n2 (None: x2=None), input shape, trace_axes, diagonal_axes[, vmap_axes])
     "cnn_docs_tr1": ("cnn", 5, 20, (32, 32, 3), (1,), ()),
     "cnn_docs_diag": ("cnn", 20, None, (32, 32, 3), (), (0,)),
+    # the docs' 20-number diagonal as NT's docs call it: default trace_axes, no vmap_axes
+    "cnn_docs_diag20": ("cnn", 20, None, (32, 32, 3), (-1,), (0,), None),
+    "cnn_docs_diag20_vmap": ("cnn", 20, None, (32, 32, 3), (-1,), (0,), 0),
     "fcn1024_tr1": ("fcn1024", 5, 20, (32, 32, 3), (1,), ()),
     "fcn1024_untraced": ("fcn1024", 5, 20, (32, 32, 3), (), ()),
     "mnist2048_16": ("mnist2048", 16, None, (784,), (-1,), ()),
@@ -156,7 +159,8 @@ def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
         import neural_tangents as nt
     else:
         import bigntk as nt
-    name, n1, n2, in_shape, trace_axes, diagonal_axes = CASES[case]
+    name, n1, n2, in_shape, trace_axes, diagonal_axes, *vmap = CASES[case]
+    vmap_axes = vmap[0] if vmap else 0
     rng = np.random.default_rng(0)
     if name == "transformer":
         import jax.numpy as jnp
@@ -168,7 +172,7 @@ def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
         x2 = None if n2 is None else normal(rng, (n2, *in_shape))
     f, params = model(name, rng, in_shape)
     fn = nt.empirical_ntk_fn(f, trace_axes=trace_axes, diagonal_axes=diagonal_axes,
-                             vmap_axes=0, implementation=max(impl, 0))  # fmt: skip
+                             vmap_axes=vmap_axes, implementation=max(impl, 0))  # fmt: skip
     traced_plans = []  # AUTO under jit: the decision made while tracing
 
     def call(a, b, p):
@@ -223,13 +227,15 @@ def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
     }  # fmt: skip
 
 
-def run_cell(python: str, lib: str, case: str, impl: int, repeats: int) -> dict:
+def run_cell(python: str, lib: str, case: str, impl: int, repeats: int, xla_flags="") -> dict:
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
 
     cmd = [python, os.path.abspath(__file__), "cell", "--lib", lib, "--case", case,
            "--impl", str(impl), "--repeats", str(repeats)]  # fmt: skip
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    if xla_flags and lib == "bigntk":  # jax 0.4.23's XLA rejects flags it does not know
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
     base = {"lib": lib, "case": case, "impl": impl}
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S,
@@ -244,22 +250,29 @@ def run_cell(python: str, lib: str, case: str, impl: int, repeats: int) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def compare(nt_python: str | None, repeats: int, cases: list[str], out: str) -> None:
+def compare(
+    nt_python: str | None,
+    repeats: int,
+    cases: list[str],
+    out: str,
+    impls: tuple = IMPLS + AUTO_CELLS,
+    xla_flags: str = "",
+) -> None:
     rows = []
     load0 = os.getloadavg()
     for case in cases:
-        for impl in IMPLS + AUTO_CELLS:
+        for impl in impls:
             libs = (("nt", nt_python),) if impl > 0 and nt_python else ()
             libs += (("bigntk", sys.executable),) if impl > 0 else ()
             for lib, python in libs + (() if impl > 0 else (("bigntk", sys.executable),)):
-                r = run_cell(python, lib, case, impl, repeats)
+                r = run_cell(python, lib, case, impl, repeats, xla_flags)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     info = {
         "machine": f"{platform.node()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs",
         "loadavg_start": load0, "loadavg_end": os.getloadavg(),
-        "memory_cap_gib": MEMORY_CAP / 2**30, "rows": rows,
+        "memory_cap_gib": MEMORY_CAP / 2**30, "bigntk_xla_flags": xla_flags, "rows": rows,
     }  # fmt: skip
     with open(out, "w") as fh:
         json.dump(info, fh, indent=1)
@@ -330,11 +343,16 @@ def main() -> None:
     m.add_argument("--repeats", type=int, default=5)
     m.add_argument("--cases", nargs="*", default=sorted(CASES))
     m.add_argument("--out", default="benchmarks/results-vs-nt.json")
+    m.add_argument("--impls", nargs="*", type=int, default=list(IMPLS + AUTO_CELLS))
+    m.add_argument("--bigntk-xla-flags", default="",
+                   help="XLA_FLAGS for bigntk's cells only, e.g. "
+                        "--bigntk-xla-flags=--xla_cpu_experimental_ynn_fusion_type=")  # fmt: skip
     args = parser.parse_args()
     if args.command == "cell":
         print(json.dumps(cell(args.lib, args.case, args.impl, args.repeats)))
     else:
-        compare(None if args.bigntk_only else args.nt_python, args.repeats, args.cases, args.out)
+        compare(None if args.bigntk_only else args.nt_python, args.repeats, args.cases,
+                args.out, tuple(args.impls), args.bigntk_xla_flags)  # fmt: skip
 
 
 if __name__ == "__main__":
