@@ -28,6 +28,11 @@ def _layer_norm(h):
     return (h - h.mean(-1, keepdims=True)) / jnp.sqrt(h.var(-1, keepdims=True) + 1e-5)
 
 
+def _swapped_at_one(h, n):
+    t = jnp.tanh(h)
+    return h - t if n > 1 else t - h
+
+
 INDEPENDENT = {
     "relu": lambda p, x: jax.nn.relu(_dense(p, x)),
     "softmax_over_logits": lambda p, x: jax.nn.softmax(_dense(p, x), axis=-1),
@@ -52,6 +57,8 @@ MIXING = {
     "gram_across_examples": lambda p, x: _dense(p, x) @ _dense(p, x).T,
     "branch_on_batch_size": lambda p, x: _dense(p, x) * (2.0 if x.shape[0] == 1 else 1.0),
     "sorted_over_the_batch": lambda p, x: jnp.sort(_dense(p, x), axis=0),
+    # the same primitives with the operands swapped for one example
+    "operands_swapped_at_one": lambda p, x: _swapped_at_one(_dense(p, x), x.shape[0]),
 }
 
 

@@ -82,9 +82,6 @@ def _shape(v: Any) -> tuple:
 class _Walk:
     """Batch tags through one jaxpr (see the module docstring)."""
 
-    def __init__(self, n: int):
-        self.n = n
-
     def run(self, jaxpr: Any, in_tags: list[_Tag]) -> list[_Tag]:
         env: dict[Any, _Tag] = {v: _Tag(None) for v in jaxpr.constvars}
         env.update(zip(jaxpr.invars, in_tags, strict=True))
@@ -271,8 +268,22 @@ def _same_program(ja: Any, jb: Any, n: int) -> None:
     if not _same_value(getattr(ja, "consts", []), getattr(jb, "consts", []), n):
         raise _NoProof("a constant changes with the batch size")
     ja, jb = getattr(ja, "jaxpr", ja), getattr(jb, "jaxpr", jb)
-    if len(ja.eqns) != len(jb.eqns) or len(ja.invars) != len(jb.invars):
+    if (len(ja.eqns), len(ja.invars), len(ja.constvars), len(ja.outvars)) != (
+        len(jb.eqns),
+        len(jb.invars),
+        len(jb.constvars),
+        len(jb.outvars),
+    ):
         raise _NoProof("the program changes with the batch size")
+    # the same wiring: each value of ja corresponds to the value of jb defined in its place
+    twin = dict(zip([*ja.constvars, *ja.invars], [*jb.constvars, *jb.invars], strict=True))
+
+    def wired(va: Any, vb: Any) -> bool:
+        literal = isinstance(va, jax.extend.core.Literal)
+        if literal != isinstance(vb, jax.extend.core.Literal):
+            return False
+        return _same_value(va.val, vb.val, n) if literal else twin.get(va) is vb
+
     for ea, eb in zip(ja.eqns, jb.eqns, strict=True):
         if ea.primitive != eb.primitive or set(ea.params) != set(eb.params):
             raise _NoProof(f"{ea.primitive.name} changes with the batch size")
@@ -281,11 +292,13 @@ def _same_program(ja: Any, jb: Any, n: int) -> None:
                 continue  # custom derivative rules: their effect is in the traced JVP itself
             if not _same_value(ea.params[k], eb.params[k], n):
                 raise _NoProof(f"{ea.primitive.name}'s {k} changes with the batch size")
-        for va, vb in zip(ea.invars, eb.invars, strict=True):
-            if isinstance(va, jax.extend.core.Literal) != isinstance(vb, jax.extend.core.Literal):
-                raise _NoProof("a literal changes with the batch size")
-            if isinstance(va, jax.extend.core.Literal) and not _same_value(va.val, vb.val, n):
-                raise _NoProof(f"{ea.primitive.name}: a literal changes with the batch size")
+        if len(ea.invars) != len(eb.invars) or not all(map(wired, ea.invars, eb.invars)):
+            raise _NoProof(
+                f"{ea.primitive.name}: an operand or literal changes with the batch size"
+            )
+        twin.update(zip(ea.outvars, eb.outvars, strict=True))
+    if not all(map(wired, ja.outvars, jb.outvars)):
+        raise _NoProof("the outputs change with the batch size")
 
 
 def _same_value(a: Any, b: Any, n: int) -> bool:
@@ -329,7 +342,7 @@ def _prove(f: Any, sp: SplitParams, x: Any, kw: dict) -> None:
     _same_program(program, _jvp_program(f, sp, one, kw), n)
     consts = len(program.jaxpr.invars) - len(leaves)
     tags = [_Tag(None)] * consts + [_Tag(0)] * len(leaves)
-    for t, v in zip(_Walk(n).run(program.jaxpr, tags), program.jaxpr.outvars, strict=True):
+    for t, v in zip(_Walk().run(program.jaxpr, tags), program.jaxpr.outvars, strict=True):
         if t.axis != 0 or _shape(v)[:1] != (n,):
             raise _NoProof("an output is not batched along axis 0")
 
