@@ -83,8 +83,8 @@ def verify_store(
        and column blocks; output axes traced) is positive semi-definite
        (eigenvalues ``>= -1e-4 * max |eigenvalue|``).
     """
-    from bigntk.build._driver import _impl_int
     from bigntk.build._spec import fingerprint_model
+    from bigntk.empirical._implementation import as_implementation
 
     spec, plan = store.spec, store.plan
     expected = {
@@ -92,7 +92,7 @@ def verify_store(
         "trace_axes": repr(kernel["trace_axes"]),
         "diagonal_axes": repr(kernel["diagonal_axes"]),
         "vmap_axes": repr(kernel["vmap_axes"]),
-        "implementation": _impl_int(kernel["implementation"]),
+        "implementation": int(as_implementation(kernel["implementation"])),
         "model": fingerprint_model(f, params, {}),
         "x1": x1.fingerprint(),
         "x2": None if x2 is None else x2.fingerprint(),

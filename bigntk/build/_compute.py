@@ -25,6 +25,23 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
 
 
+def kernel_shapes(
+    f, params, kwargs, kinds, trace_axes, diagonal_axes, vmap_axes, implementation, x1, x2
+) -> dict[str, Any]:
+    """``{kind: ShapeDtypeStruct}`` of the kernels of ``x1, x2`` (shapes); nothing is computed.
+
+    Every implementation gives the same shapes; AUTO would time them all to find them, so
+    JACOBIAN_CONTRACTION stands in for it.
+    """
+    impl = as_implementation(implementation)
+    if impl == NtkImplementation.AUTO:
+        impl = NtkImplementation.JACOBIAN_CONTRACTION
+    kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, impl)
+    return jax.eval_shape(
+        lambda a, b: kernel_fn(a, b, tuple(kinds), params, **kwargs)._asdict(), x1, x2
+    )
+
+
 class BlockKernel:
     """``(x1 rows, x2 rows) -> {kind: block}`` for one build's kernel settings.
 
@@ -68,11 +85,7 @@ class BlockKernel:
         self._kernel_fn = kernel_fn
         self._implementation = as_implementation(implementation)
         self._auto = self._implementation == NtkImplementation.AUTO
-        # shapes do not depend on the implementation (AUTO would time them all to find them)
-        self._shape_fn = empirical_kernel_fn(
-            f, trace_axes, diagonal_axes, vmap_axes,
-            NtkImplementation.JACOBIAN_CONTRACTION if self._auto else self._implementation,
-        )  # fmt: skip
+        self._settings = (f, trace_axes, diagonal_axes, vmap_axes, self._implementation)
         self._auto_decided: set[bool] = set()  # for which calls (x2 None or given)
         kwargs = dict(kwargs or {})
         self._kwargs = kwargs
@@ -108,10 +121,8 @@ class BlockKernel:
     def out_info(self, feature_shape: tuple[int, ...], dtype: Any) -> dict[str, Any]:
         """``{kind: ShapeDtypeStruct}`` of one padded block."""
         x = jax.ShapeDtypeStruct((self.block, *feature_shape), dtype)
-        kinds, kwargs = self.kinds, self._kwargs
-        return jax.eval_shape(
-            lambda a, b, p: self._shape_fn(a, b, kinds, p, **kwargs)._asdict(), x, x, self._params
-        )
+        f, *settings = self._settings
+        return kernel_shapes(f, self._params, self._kwargs, self.kinds, *settings, x, x)
 
     def __call__(self, x1: np.ndarray, x2: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Kernel blocks ``(len(x1), len(x2), *out)`` (diagonal builds: ``(len(x1), *out)``).

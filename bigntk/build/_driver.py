@@ -22,6 +22,7 @@ import numpy as np
 
 from bigntk.build._checks import check_arguments, check_source_dtypes
 from bigntk.build._checksum import repair as repair_store
+from bigntk.build._compute import kernel_shapes
 from bigntk.build._data import Source, as_source
 from bigntk.build._failures import store_full_errors
 from bigntk.build._fs import check_store_url
@@ -35,7 +36,7 @@ from bigntk.build._spec import (
     output_axes,
 )
 from bigntk.build._store import KernelStore
-from bigntk.empirical._implementation import DEFAULT_NTK_IMPLEMENTATION, get_implementation
+from bigntk.empirical._implementation import DEFAULT_NTK_IMPLEMENTATION, as_implementation
 from bigntk.errors import BigNTKError, BuildInputError
 
 logger = logging.getLogger(__name__)
@@ -187,7 +188,6 @@ def build_kernel(
     path = os.fspath(path)
     kinds = canonical_kinds(kinds)
     check_store_url(str(path))
-    get_implementation(implementation)
     s1 = as_source(x1, "x1")
     s2 = None if x2 is None else as_source(x2, "x2")
     _validate_sources(s1, s2)
@@ -212,11 +212,9 @@ def build_kernel(
             "diagonal": layout["diagonal"],
         }
         try:
-            kernel_probe = jax.eval_shape(
-                lambda a, b: _probe(f, params, kwargs, settings, a, b),
-                jax.ShapeDtypeStruct((layout["block"], *s1.shape[1:]), s1.dtype),
-                jax.ShapeDtypeStruct((layout["block"], *s1.shape[1:]), s1.dtype),
-            )
+            x = jax.ShapeDtypeStruct((layout["block"], *s1.shape[1:]), s1.dtype)
+            kernel_probe = kernel_shapes(f, params, kwargs, kinds, trace_axes, diagonal_axes,
+                                         vmap_axes, implementation, x, x)  # fmt: skip
         except BigNTKError:
             raise
         except (TypeError, ValueError) as e:  # vmap_axes, dtypes jacrev refuses, ...
@@ -230,7 +228,7 @@ def build_kernel(
             "trace_axes": repr(trace_axes),
             "diagonal_axes": repr(diagonal_axes),
             "vmap_axes": repr(vmap_axes),
-            "implementation": _impl_int(implementation),
+            "implementation": int(as_implementation(implementation)),
             "layout": layout,
             "model": fingerprint_model(f, params, kwargs),
             "x1": s1.fingerprint(),
@@ -248,31 +246,6 @@ def build_kernel(
     finally:
         if owned:
             ray.shutdown()
-
-
-def _impl_int(implementation: Any) -> int:
-    from bigntk.empirical._implementation import NtkImplementation
-
-    if isinstance(implementation, str):
-        return int(NtkImplementation[implementation.upper()])
-    return int(NtkImplementation(implementation))
-
-
-def _probe(f, params, kwargs, settings, a, b):
-    """The kernels' shapes (under ``jax.eval_shape``): every implementation gives the same."""
-    from bigntk.empirical import empirical_kernel_fn
-    from bigntk.empirical._implementation import NtkImplementation, as_implementation
-
-    impl = as_implementation(settings["implementation"])
-    kernel_fn = empirical_kernel_fn(
-        f,
-        settings["trace_axes"],
-        settings["diagonal_axes"],
-        settings["vmap_axes"],
-        # AUTO would time every implementation here, for shapes alone
-        NtkImplementation.JACOBIAN_CONTRACTION if impl == NtkImplementation.AUTO else impl,
-    )
-    return kernel_fn(a, b, settings["kinds"], params, **kwargs)._asdict()
 
 
 def _versions() -> dict:

@@ -9,6 +9,7 @@ entries/s) and returns a :class:`BuildResult`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -102,11 +103,11 @@ def run_blocks(
                                       **forwarded_env([store.path, *source_urls(s1, s2)])}},
         )  # fmt: skip
 
-        def new_actor():
-            return actor_cls.remote([model_ref], settings, store.path, sources[0], sources[1])
+        def actor(with_settings: dict):
+            return actor_cls.remote([model_ref], with_settings, store.path, *sources)
 
-        settings = _resolve_auto(store, settings, new_actor, pending[0])
-
+        settings = _resolve_auto(store, settings, actor, pending[0])
+        new_actor = functools.partial(actor, settings)
         actors, infos = start_workers(new_actor, min(workers, len(pending)))  # all ready
         workers_start_s = time.perf_counter() - start
         computed, entries = _schedule(store, plan, done, pending, actors, new_actor, bar, skipped)
@@ -136,7 +137,7 @@ def run_blocks(
     return result
 
 
-def _resolve_auto(store, settings: dict, new_actor, block: tuple[int, int]) -> dict:
+def _resolve_auto(store, settings: dict, actor, block: tuple[int, int]) -> dict:
     """Settings with AUTO replaced by one implementation for the whole build.
 
     Timings vary between runs, so AUTO is decided once per store: by one worker,
@@ -150,19 +151,19 @@ def _resolve_auto(store, settings: dict, new_actor, block: tuple[int, int]) -> d
     if as_implementation(settings["implementation"]) != NtkImplementation.AUTO:
         return settings
     chosen = store.meta.get("auto_implementation")
-    for attempt in range(_MAX_RETRIES + 1):
-        if chosen is not None:
-            break
-        probe = new_actor()
+    attempt = 0
+    while chosen is None:
+        probe = actor(settings)
         try:
             chosen = ray.get(probe.choose.remote(*map(int, block)))
         except ray.exceptions.RayActorError:  # killed while timing: another worker decides
             if attempt == _MAX_RETRIES:
                 raise
+            attempt += 1
             logger.warning("The worker timing AUTO's candidates died; trying another one.")
+            continue
         finally:
             ray.kill(probe)
-    if store.meta.get("auto_implementation") is None:
         store.update_meta(auto_implementation=chosen)
         logger.info("AUTO chose %s for this build.", NtkImplementation(chosen).name)
     return {**settings, "implementation": int(chosen)}

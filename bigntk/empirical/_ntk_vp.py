@@ -65,15 +65,15 @@ def _default_chunk(diff: list, basis: int, copies: int) -> int | None:
     return None if fit >= basis else int(fit)
 
 
-def _leaf_ntk(pb: Problem, o: int, basis_chunk: int | None) -> jnp.ndarray:
-    """The NTK of output leaf ``o``; ``basis_chunk`` None: batches by :data:`TANGENT_BYTES`."""
+def _leaf_ntk(pb: Problem, o: int, shapes: list, basis_chunk: int | None) -> jnp.ndarray:
+    """The NTK of output leaf ``o`` (shapes ``shapes`` for x1 and x2).
+
+    ``basis_chunk`` None: batches by :data:`TANGENT_BYTES`.
+    """
     diff = pb.params.diff
     spec = pb.specs[o]
     n = spec.ndim
     sides = pb.sides()
-    shapes = [
-        jax.eval_shape(lambda d, x=x, kw=kw: pb.call(d, x, kw)[o], diff).shape for x, kw in sides
-    ]
     a = 1 if pb.same or math.prod(shapes[0]) <= math.prod(shapes[1]) else 2
     b_side = 3 - a
     side_a, side_b = sides[a - 1], sides[b_side - 1]
@@ -125,7 +125,14 @@ def ntk_vector_products(pb: Problem, basis_chunk: int | None = None) -> list:
     ``basis_chunk`` bounds the output basis vectors processed at once (memory);
     None: batches that keep the cotangents under :data:`TANGENT_BYTES`.
     """
-    return [_leaf_ntk(pb, o, basis_chunk) for o in range(len(pb.specs))]
+    per_side = [
+        jax.eval_shape(lambda d, x=x, kw=kw: pb.call(d, x, kw), pb.params.diff)
+        for x, kw in pb.sides()
+    ]
+    return [
+        _leaf_ntk(pb, o, [per_side[0][o].shape, per_side[1][o].shape], basis_chunk)
+        for o in range(len(pb.specs))
+    ]
 
 
 def empirical_ntk_vp_fn(f: Callable, x1: Any, x2: Any, params: Any, **kwargs) -> Callable:
