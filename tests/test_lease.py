@@ -18,7 +18,7 @@ import pytest
 
 import bigntk as nt
 from bigntk.build import KernelStore
-from bigntk.build._lease import LEASE_KEY, StoreLease, holder, writer_lease
+from bigntk.build._lease import BEAT_PREFIX, LEASE_KEY, StoreLease, holder, writer_lease
 from bigntk.cli import main
 from bigntk.errors import LeaseLostError, NotAStoreError, StoreLockedError
 from tests import builder_models as bm
@@ -129,6 +129,61 @@ def test_heartbeat_renews_and_a_taken_lease_stops_commits(tmp_path):
     assert not store.committed().any()
     lease.release()
     assert holder(store.path)["token"] == "usurper"  # not ours: left alone
+
+
+def test_a_heartbeat_never_writes_over_a_lease_taken_meanwhile(tmp_path):
+    # the race the old heartbeat had: it read its own token, another driver took the
+    # lease over, and the heartbeat's write put ours back. Heartbeats now go to their
+    # own object, so the takeover stands and is seen.
+    store = _store(tmp_path)
+    lease = _lease(store)
+    lease.acquire()
+    planted = _plant(store, token="usurper", host="elsewhere")
+    lease.heartbeat()
+    assert holder(store.path) == planted  # the lease object is not rewritten
+    assert lease.lost is not None
+    assert not (pathlib.Path(store.path) / (BEAT_PREFIX + "usurper")).exists()
+    lease.release()
+    assert holder(store.path) == planted
+
+
+def test_a_commit_checks_the_store_not_only_the_heartbeat(tmp_path):
+    store = _store(tmp_path)
+    lease = _lease(store, ttl=3600.0)  # the heartbeat thread does not run during the test
+    lease.acquire()
+    store.commit_guard = lease.check
+    done = np.zeros(store.plan.grid, bool)
+    done[0, 0] = True
+    store.commit(np.array([[0, 0]]), done)  # still ours: commits
+    _plant(store, token="usurper", host="elsewhere")
+    done[0, 1] = True
+    with pytest.raises(LeaseLostError, match="now held by host elsewhere"):
+        store.commit(np.array([[0, 1]]), done)
+    assert store.committed().sum() == 1
+    lease.release()
+
+
+def test_a_fresh_heartbeat_keeps_an_old_lease_alive_and_takeover_removes_it(tmp_path):
+    store = _store(tmp_path)
+    lease = _lease(store, ttl=1.0)
+    lease.acquire()
+    doc = (pathlib.Path(store.path) / LEASE_KEY).read_text()
+    time.sleep(1.5)  # the lease object's own heartbeat is now older than its ttl
+    assert json.loads(doc)["heartbeat"] < time.time() - 1.0
+    other = _lease(store)
+    with pytest.raises(StoreLockedError):  # the beat object says the holder is alive
+        other.acquire(wait=0)
+    lease._stop.set()  # the holder hangs: no more heartbeats
+    lease._thread.join()
+    beat = pathlib.Path(store.path) / (BEAT_PREFIX + lease.token)
+    assert beat.exists()
+    other.acquire(wait=5)  # taken over once the last beat is older than the ttl
+    assert not beat.exists()  # the dead holder's beat object went with its lease
+    assert holder(store.path)["token"] == other.token
+    with pytest.raises(LeaseLostError):
+        lease.check()
+    other.release()
+    assert holder(store.path) is None
 
 
 def test_writer_lease_survives_overwrite_and_ignores_non_stores(tmp_path):

@@ -9,9 +9,14 @@ its last heartbeat, its time-to-live and a random token. The driver
    the token), and refuses, or waits, while another live driver holds it;
 2. takes over a lease whose holder is dead: the same host and its pid gone,
    or a heartbeat older than the lease's time-to-live (any host);
-3. renews the heartbeat from a background thread every ``ttl / 4`` seconds;
-4. checks, before each manifest commit, that the lease is still its own
-   (:meth:`StoreLease.check`), so a driver whose lease was taken over stops;
+3. renews the heartbeat from a background thread every ``ttl / 4`` seconds,
+   in a separate object ``manifest/bigntk.lease.beat-TOKEN``: the lease
+   object itself is only ever created (create-if-absent) and deleted, never
+   rewritten, so a heartbeat can never write our lease back over one that
+   another driver just took over;
+4. checks, before each manifest commit, that the lease object in the store
+   still carries its token (:meth:`StoreLease.check` reads it), so a driver
+   whose lease was taken over stops, however late its heartbeat thread runs;
 5. deletes it at the end of the build, also on error.
 
 Everything goes through Zarr's store interface (``StorePath``), so the same
@@ -37,6 +42,7 @@ from bigntk.errors import LeaseLostError, StoreLockedError
 logger = logging.getLogger(__name__)
 
 LEASE_KEY = "manifest/bigntk.lease"  # beside the manifest chunks: Zarr never lists it
+BEAT_PREFIX = LEASE_KEY + ".beat-"  # + the holder's token: its latest heartbeat
 DEFAULT_TTL_S = float(os.environ.get("BIGNTK_LEASE_TTL_S", 60.0))
 _POLL_S = 0.5
 
@@ -114,30 +120,50 @@ class StoreLease:
     """
 
     def __init__(self, store_path: Any, where: str, ttl: float = DEFAULT_TTL_S):
+        self._store_path = store_path
         self._key = store_path / LEASE_KEY
         self.where = where
         self.ttl = float(ttl)
         self.token: str | None = None
         self.lost: str | None = None
-        self._doc: dict | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # --- reading and writing the lease object ---------------------------------------------
 
-    def read(self) -> dict | None:
-        """The current lease document, or None if there is none (or it is unreadable)."""
+    def _beat_key(self, token: str) -> Any:
+        return self._store_path / (BEAT_PREFIX + str(token))
+
+    @staticmethod
+    def _get_json(key: Any) -> Any:
+        """The JSON document at ``key``; None if absent; ``ValueError`` if unreadable."""
         from zarr.core.buffer import default_buffer_prototype
 
-        raw = _sync(self._key.get(prototype=default_buffer_prototype()))
-        if raw is None:
-            return None
+        raw = _sync(key.get(prototype=default_buffer_prototype()))
+        return None if raw is None else json.loads(raw.to_bytes())
+
+    def read(self) -> dict | None:
+        """The current lease document (its ``heartbeat`` the latest one), or None if none.
+
+        An unreadable lease reads as a stale one.
+        """
         try:
-            doc = json.loads(raw.to_bytes())
+            doc = self._get_json(self._key)
         except ValueError:  # a torn write by a non-atomic store: treat as stale
             return {"token": None, "heartbeat": 0, "ttl": 0, "raw": True}
-        return doc if isinstance(doc, dict) else {"token": None, "heartbeat": 0, "ttl": 0}
+        if doc is None:
+            return None
+        if not isinstance(doc, dict):
+            return {"token": None, "heartbeat": 0, "ttl": 0}
+        if doc.get("token"):
+            try:
+                beat = self._get_json(self._beat_key(doc["token"]))
+            except ValueError:  # torn: the lease's own time stands
+                beat = None
+            if isinstance(beat, dict) and beat.get("token") == doc["token"]:
+                doc["heartbeat"] = max(float(doc.get("heartbeat", 0)), float(beat["heartbeat"]))
+        return doc
 
     def _new_doc(self) -> dict:
         now = time.time()
@@ -158,7 +184,7 @@ class StoreLease:
         current = self.read()  # read back: create-if-absent is not atomic on every store
         if current is None or current.get("token") != doc["token"]:
             return False
-        self.token, self._doc, self.lost = doc["token"], doc, None
+        self.token, self.lost = doc["token"], None
         return True
 
     # --- the lease's life -----------------------------------------------------------------
@@ -203,6 +229,8 @@ class StoreLease:
                 "Taking over the lease of %s from %s: %s.", self.where, describe(stale), reason
             )
             _sync(self._key.delete())
+            if stale.get("token"):
+                _sync(self._beat_key(stale["token"]).delete())
 
     def ensure(self) -> None:
         """Recreate our lease if the store was recreated under it (``overwrite``)."""
@@ -215,7 +243,16 @@ class StoreLease:
             self.check()
 
     def check(self) -> None:
-        """Raise :class:`LeaseLostError` if another driver took the lease over."""
+        """Raise :class:`LeaseLostError` if another driver took the lease over.
+
+        Reads the lease object, so a takeover is seen before the next commit even
+        if the heartbeat thread has not run since.
+        """
+        if self.lost is None and self.token is not None:
+            with self._lock:
+                current = self.read()
+                if current is None or current.get("token") != self.token:
+                    self._lose(current)
         if self.lost is not None:
             raise LeaseLostError(
                 f"{self.where}: this build lost its writer lease ({self.lost}); it stopped "
@@ -236,8 +273,8 @@ class StoreLease:
             if current is None or current.get("token") != self.token:
                 self._lose(current)
                 return
-            self._doc = {**self._doc, "heartbeat": time.time()}
-            _sync(self._key.set(_buffer(json.dumps(self._doc).encode())))
+            beat = {"token": self.token, "heartbeat": time.time()}
+            _sync(self._beat_key(self.token).set(_buffer(json.dumps(beat).encode())))
 
     def _start_heartbeat(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -266,6 +303,7 @@ class StoreLease:
                 current = self.read()
                 if current is not None and current.get("token") == self.token:
                     _sync(self._key.delete())
+                _sync(self._beat_key(self.token).delete())
             except Exception as e:  # never mask the build's own error
                 logger.warning("%s: could not release the writer lease: %s", self.where, e)
             self.token = None
