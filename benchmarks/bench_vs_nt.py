@@ -10,8 +10,11 @@ under jax 0.4.23 (Neural Tangents) and current JAX (bigntk), with NTK
 parameterisation (weights N(0, 1), scaled by 1/sqrt(fan_in)), float32, fixed
 seeds. Each cell runs in its own subprocess with an address-space limit and a
 timeout, so an out-of-memory case fails alone ("OOM"). Times are the median of
-repeated calls of the jitted kernel function after one compile call; the
-checksum (sum of the kernel) lets the comparison check both libraries agree.
+repeated calls after one compile call: Neural Tangents' kernel function inside
+``jax.jit`` (as its docs call it), bigntk's called directly (it compiles its own
+programs, for the XLA:CPU path it chooses), or inside ``jax.jit`` too with
+``--bigntk-call jit``. The checksum (sum of the kernel) lets the comparison check
+both libraries agree.
 """
 
 from __future__ import annotations
@@ -151,7 +154,11 @@ def model(name: str, rng, in_shape):
     return f, params
 
 
-def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
+def cell(lib: str, case: str, impl: int, repeats: int, call_mode: str = "direct") -> dict:
+    """One timed cell. ``call_mode`` (bigntk's explicit implementations): ``'direct'``
+    calls the kernel function as bigntk documents (it compiles its programs itself,
+    for the CPU path it chooses), ``'jit'`` inside the caller's ``jax.jit`` (XLA's
+    options), as Neural Tangents' cells always are."""
     import jax
     import numpy as np
 
@@ -196,7 +203,8 @@ def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
     except Exception:  # noqa: BLE001 - cost analysis is best effort
         pass
     chosen = None
-    if impl == 0:  # AUTO as users call it: kernel functions are jitted inside
+    direct = impl == 0 or (lib == "bigntk" and impl > 0 and call_mode == "direct")
+    if direct:  # as bigntk's users call it: kernel functions are compiled inside
         kernel = (lambda a, b, p: fn(a, b, p)) if x2 is not None else (lambda a, p: fn(a, None, p))
     start = time.perf_counter()
     out = jax.block_until_ready(kernel(*args))
@@ -210,6 +218,10 @@ def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
             break
     median = float(np.median(times))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu_path = None
+    if lib == "bigntk" and impl >= 0 and direct:
+        a2 = (x1, x2, params) if x2 is not None else (x1, None, params)
+        cpu_path = fn.plan(*a2).cpu_path
     if impl <= 0:
         decision = (
             traced_plans[0]
@@ -224,15 +236,18 @@ def cell(lib: str, case: str, impl: int, repeats: int) -> dict:
         "median_s": median, "repeats": len(times), "peak_rss_mib": peak,
         "shape": list(out.shape), "checksum": float(np.asarray(out, np.float64).sum()),
         "jax": jax.__version__, "flops": flops, "chosen": chosen,
+        "call": "direct" if direct else "jit", "cpu_path": cpu_path,
     }  # fmt: skip
 
 
-def run_cell(python: str, lib: str, case: str, impl: int, repeats: int, xla_flags="") -> dict:
+def run_cell(
+    python: str, lib: str, case: str, impl: int, repeats: int, xla_flags="", call_mode="direct"
+) -> dict:
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
 
     cmd = [python, os.path.abspath(__file__), "cell", "--lib", lib, "--case", case,
-           "--impl", str(impl), "--repeats", str(repeats)]  # fmt: skip
+           "--impl", str(impl), "--repeats", str(repeats), "--call", call_mode]  # fmt: skip
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     if xla_flags and lib == "bigntk":  # jax 0.4.23's XLA rejects flags it does not know
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
@@ -257,6 +272,7 @@ def compare(
     out: str,
     impls: tuple = IMPLS + AUTO_CELLS,
     xla_flags: str = "",
+    call_mode: str = "direct",
 ) -> None:
     rows = []
     load0 = os.getloadavg()
@@ -265,14 +281,15 @@ def compare(
             libs = (("nt", nt_python),) if impl > 0 and nt_python else ()
             libs += (("bigntk", sys.executable),) if impl > 0 else ()
             for lib, python in libs + (() if impl > 0 else (("bigntk", sys.executable),)):
-                r = run_cell(python, lib, case, impl, repeats, xla_flags)
+                r = run_cell(python, lib, case, impl, repeats, xla_flags, call_mode)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     info = {
         "machine": f"{platform.node()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs",
         "loadavg_start": load0, "loadavg_end": os.getloadavg(),
-        "memory_cap_gib": MEMORY_CAP / 2**30, "bigntk_xla_flags": xla_flags, "rows": rows,
+        "memory_cap_gib": MEMORY_CAP / 2**30, "bigntk_xla_flags": xla_flags,
+        "bigntk_call": call_mode, "rows": rows,
     }  # fmt: skip
     with open(out, "w") as fh:
         json.dump(info, fh, indent=1)
@@ -337,6 +354,7 @@ def main() -> None:
     c.add_argument("--case", choices=sorted(CASES), required=True)
     c.add_argument("--impl", type=int, choices=IMPLS + AUTO_CELLS, required=True)
     c.add_argument("--repeats", type=int, default=5)
+    c.add_argument("--call", choices=("direct", "jit"), default="direct")
     m = sub.add_parser("compare")
     m.add_argument("--nt-python", default="/work/nt-venv/bin/python")
     m.add_argument("--bigntk-only", action="store_true", help="skip Neural Tangents' cells")
@@ -347,12 +365,15 @@ def main() -> None:
     m.add_argument("--bigntk-xla-flags", default="",
                    help="XLA_FLAGS for bigntk's cells only, e.g. "
                         "--bigntk-xla-flags=--xla_cpu_experimental_ynn_fusion_type=")  # fmt: skip
+    m.add_argument("--bigntk-call", choices=("direct", "jit"), default="direct",
+                   help="bigntk's explicit implementations: called directly (default; they "
+                        "compile themselves) or inside the caller's jax.jit")  # fmt: skip
     args = parser.parse_args()
     if args.command == "cell":
-        print(json.dumps(cell(args.lib, args.case, args.impl, args.repeats)))
+        print(json.dumps(cell(args.lib, args.case, args.impl, args.repeats, args.call)))
     else:
         compare(None if args.bigntk_only else args.nt_python, args.repeats, args.cases,
-                args.out, tuple(args.impls), args.bigntk_xla_flags)  # fmt: skip
+                args.out, tuple(args.impls), args.bigntk_xla_flags, args.bigntk_call)  # fmt: skip
 
 
 if __name__ == "__main__":

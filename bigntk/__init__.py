@@ -11,6 +11,7 @@ from bigntk.build import build_kernel as build_kernel
 from bigntk.empirical import DEFAULT_NTK_IMPLEMENTATION as DEFAULT_NTK_IMPLEMENTATION
 from bigntk.empirical import EmpiricalKernel as EmpiricalKernel
 from bigntk.empirical import NtkImplementation as NtkImplementation
+from bigntk.empirical import cpu_compiler_options as cpu_compiler_options
 from bigntk.empirical import empirical_kernel_fn as empirical_kernel_fn
 from bigntk.empirical import empirical_nngp_fn as empirical_nngp_fn
 from bigntk.empirical import empirical_ntk_fn as empirical_ntk_fn
@@ -32,6 +33,7 @@ __all__ = [
     "empirical_ntk_fn",
     "empirical_ntk_vp_fn",
     "build_kernel",
+    "cpu_compiler_options",
     "errors",
     "linearize",
     "open_kernel",

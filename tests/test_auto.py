@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bigntk as nt
-from bigntk.empirical import _auto
+from bigntk.empirical import _auto, _compiler_options
 from bigntk.empirical._api import _fixed_chunks_kernel_fn
 from bigntk.empirical._chunking import Chunks, param_groups
 from bigntk.empirical._trees import SplitParams
@@ -213,8 +213,9 @@ def test_auto_equals_the_oracle_and_says_how_it_chose(model, vmap_axes, axes):
     d = fn.plan(x1, x2, None, params)
     assert d.how in ("trial", "only")
     assert d.implementation in (JC, VP, SD)
-    if d.how == "trial":
-        assert d.seconds[d.implementation.name] == min(d.seconds.values())
+    if d.how == "trial":  # the fastest implementation (on the first CPU path timed)
+        first_path = {k: v for k, v in d.seconds.items() if "/" not in k}
+        assert d.seconds[d.implementation.name] == min(first_path.values())
 
 
 def test_auto_decides_once_per_signature():
@@ -228,7 +229,9 @@ def test_auto_decides_once_per_signature():
     assert fn.plan(x1.astype(jnp.float32), x2, params) is not first  # another dtype
 
 
-def test_auto_under_jit_times_the_candidates_on_stand_ins():
+def test_auto_under_jit_times_the_candidates_on_stand_ins(monkeypatch):
+    # as on a GPU: no CPU path to choose, so concrete calls share the traced decision
+    monkeypatch.setattr(_compiler_options, "paths", lambda platform: ())
     f, params, x1, x2 = _wide_mlp()
     fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation="auto")
     seen = []
@@ -240,7 +243,7 @@ def test_auto_under_jit_times_the_candidates_on_stand_ins():
     got = jax.jit(traced)(x1, x2, params)
     d = seen[0]
     assert d.how == "stand-in"
-    assert d.seconds[d.implementation.name] == min(d.seconds.values())
+    assert d.chosen_seconds == min(d.seconds.values())
     assert fn.plan(x1, x2, params) is d  # a measurement: not redone on concrete arguments
     _, ntk = oracle(f, params, x1, x2)
     assert_kernels_match(got, ntk)

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bigntk.empirical import _compiler_options as cpu_path
 from bigntk.empirical import empirical_kernel_fn
 from bigntk.empirical._implementation import NtkImplementation, as_implementation
 
@@ -87,6 +88,8 @@ class BlockKernel:
         self._auto = self._implementation == NtkImplementation.AUTO
         self._settings = (f, trace_axes, diagonal_axes, vmap_axes, self._implementation)
         self._auto_decided: set[bool] = set()  # for which calls (x2 None or given)
+        self._executables: dict[str, Any] = {}  # 'self' and 'pair' programs, compiled
+        self.cpu_paths: dict[str, str | None] = {}  # the CPU path each was compiled for
         kwargs = dict(kwargs or {})
         self._kwargs = kwargs
         self._params = jax.device_put(params, replicated)
@@ -136,13 +139,27 @@ class BlockKernel:
             self._auto_decided.add(x2 is None)
         a = jax.device_put(_pad_rows(x1, self.block), self._rows)
         if x2 is None and self._fn_self is not None:
-            out = self._fn_self(a, self._params)
+            out = self._run("self", a, self._params)
         else:
             x2 = x1 if x2 is None else x2
             b = jax.device_put(_pad_rows(x2, self.block), self._x2_sharding)
-            out = self._fn(a, b, self._params)
+            out = self._run("pair", a, b, self._params)
         crop = (slice(n1),) if self.diagonal else (slice(n1), slice(n2))
         return {kind: np.asarray(value)[crop] for kind, value in out.items()}
+
+    def _run(self, which: str, *args: Any) -> dict[str, Any]:
+        """The ``'self'`` or ``'pair'`` program on ``args``, compiled once for its CPU path.
+
+        The path comes from the rule alone (``_compiler_options.rule``), never from
+        timing, so every worker of a build compiles the same program.
+        """
+        exe = self._executables.get(which)
+        if exe is None:
+            lowered = (self._fn_self if which == "self" else self._fn).lower(*args)
+            path = cpu_path.first_path(self.devices[0].platform, lowered)
+            exe = self._executables[which] = cpu_path.compile_lowered(lowered, path)
+            self.cpu_paths[which] = path
+        return exe(*args)
 
     def _decide(self, x1: np.ndarray, x2: np.ndarray | None) -> NtkImplementation:
         """AUTO: time the implementations on this block's per-device shapes, once per shape.

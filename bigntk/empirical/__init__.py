@@ -9,6 +9,7 @@ from bigntk.empirical._api import EmpiricalKernel as EmpiricalKernel
 from bigntk.empirical._api import empirical_kernel_fn as empirical_kernel_fn
 from bigntk.empirical._api import empirical_nngp_fn as empirical_nngp_fn
 from bigntk.empirical._api import empirical_ntk_fn as empirical_ntk_fn
+from bigntk.empirical._compiler_options import cpu_compiler_options as cpu_compiler_options
 from bigntk.empirical._implementation import (
     DEFAULT_NTK_IMPLEMENTATION as DEFAULT_NTK_IMPLEMENTATION,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_NTK_IMPLEMENTATION",
     "EmpiricalKernel",
     "NtkImplementation",
+    "cpu_compiler_options",
     "empirical_kernel_fn",
     "empirical_nngp_fn",
     "empirical_ntk_fn",

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from bigntk.empirical import _compiler_options as cpu_path
 from bigntk.empirical._chunking import Chunks
 from bigntk.empirical._implementation import NtkImplementation
 from bigntk.empirical._memory import Knob, default_budget, fit_chunks, peak_bytes
@@ -58,6 +59,7 @@ _ROOFLINE = {"cpu": (5e10, 1e10), "gpu": (3e13, 2e12), "cuda": (3e13, 2e12), "tp
 _CALIBRATION: dict[tuple[str, int], tuple[float, int]] = {}
 _SAFETY = 4  # the rough size estimate's margin
 _SKIP_SLOWER = 20.0  # a candidate predicted this much slower than the best is not timed
+_SWITCH = 0.9  # AUTO leaves the rule's CPU path for one at least 10% faster
 
 
 class ProblemInfo(NamedTuple):
@@ -86,7 +88,11 @@ class Decision(NamedTuple):
             ``'stand-in'`` (timed under jit on arrays of the traced shapes),
             ``'estimate'`` (predicted from XLA's cost analysis) or ``'only'``
             (one candidate fits).
-        seconds: measured (trial) or predicted seconds of each candidate, by name.
+        seconds: measured (trial) or predicted seconds of each candidate, by name
+            (``NAME/PATH`` for a CPU path timed besides the first).
+        cpu_path: the XLA:CPU path the program is compiled for (``'default'`` or
+            ``'xla'``, see ``_compiler_options``); None: XLA's defaults, no choice
+            (not CPU, or traced inside a user's jit, whose options apply).
     """
 
     implementation: NtkImplementation
@@ -95,6 +101,13 @@ class Decision(NamedTuple):
     memory_budget: int | None
     how: str
     seconds: dict[str, float]
+    cpu_path: str | None = None
+
+    @property
+    def chosen_seconds(self) -> float | None:
+        """The measured or predicted seconds of what was chosen (None: not timed)."""
+        name = self.implementation.name
+        return self.seconds.get(f"{name}/{self.cpu_path}", self.seconds.get(name))
 
 
 def _device() -> Any:
@@ -212,7 +225,7 @@ class Planner:
         if exe is not None:
             return exe(parts[0])
         program = self._program(decision.implementation, decision.chunks)
-        return program.call_split(parts, kinds, x1, x2, params, kwargs)
+        return program.call_split(parts, kinds, x1, x2, params, kwargs, decision.cpu_path)
 
     def plan(self, kinds: tuple, x1: Any, x2: Any, params: Any, kwargs: dict) -> Decision:
         """The decision for these arguments (made now if not cached)."""
@@ -240,9 +253,11 @@ class Planner:
         key = None
         if hashable:
             avals = tuple(_aval(v) for v in jax.tree.leaves(dynamic))
-            key = (kinds, static, avals, device.platform, device.device_kind)
-            cached = self._decisions.get(key)
             concrete = not any(_is_tracer(v) for v in jax.tree.leaves(dynamic))
+            # on CPU, top-level calls choose a CPU path; traced ones get the user jit's
+            top_level = concrete and bool(cpu_path.paths(device.platform))
+            key = (kinds, static, avals, device.platform, device.device_kind, top_level)
+            cached = self._decisions.get(key)
             # a prediction made under jit is replaced by a trial once concrete arguments come
             if cached is not None and not (cached.how == "estimate" and concrete):
                 return cached, key, None
@@ -268,13 +283,16 @@ class Planner:
         explicit = self.implementation != NtkImplementation.AUTO
         candidates = (self.implementation,) if explicit else CANDIDATES
         info = self._info(*args)
-        if not info.has_params or (explicit and (budget is None or info.rough_bytes <= budget)):
-            return Decision(candidates[0], Chunks(), None, budget, "explicit", {}), None
         concrete = not any(_is_tracer(v) for v in jax.tree.leaves(dynamic))
+        # concrete calls on CPU compile ahead, for the CPU path the rule gives
+        choose_path = concrete and bool(cpu_path.paths(device.platform)) and info.has_params
+        fits = budget is None or info.rough_bytes <= budget
+        if not info.has_params or (explicit and fits and not choose_path):
+            return Decision(candidates[0], Chunks(), None, budget, "explicit", {}), None
         fitted, errors = [], []
         for impl in candidates:
             try:
-                fitted.append((impl, *self._fit(impl, args, info, budget)))
+                fitted.append((impl, *self._fit(impl, args, info, budget, concrete)))
             except MemoryBudgetError as e:
                 errors.append(e)
             except Exception as e:  # noqa: BLE001 - one candidate failing must not stop AUTO
@@ -285,14 +303,13 @@ class Planner:
         if not fitted:
             memory = [e for e in errors if isinstance(e, MemoryBudgetError)]
             raise (memory[0] if len(memory) == len(errors) else errors[0])
-        if explicit or len(fitted) == 1:
-            impl, chunks, peak, exe, _ = fitted[0]
+        if explicit or len(fitted) == 1:  # on the CPU path the rule gives (no trial)
+            impl, chunks, peak, exe, _, _, path = fitted[0]
             self._store(key, impl, chunks, exe, dynamic, concrete)
-            return Decision(
-                impl, chunks, peak, budget, "explicit" if explicit else "only", {}
-            ), None
+            how = "explicit" if explicit else "only"
+            return Decision(impl, chunks, peak, budget, how, {}, path), None
         predicted = {
-            impl: _calibrated(p, device, impl) if p else math.inf for impl, *_, p in fitted
+            impl: _calibrated(p, device, impl) if p else math.inf for impl, _, _, _, p, *_ in fitted
         }
         if concrete:
             return self._trial(fitted, predicted, dynamic, budget, device, key)
@@ -308,13 +325,25 @@ class Planner:
         seconds = {i.name: t for i, t in predicted.items()}
         return Decision(impl, row[1], row[2], budget, "estimate", seconds), None
 
-    def _fit(self, impl, args, info: ProblemInfo, budget: int | None):
-        """``(chunks, peak, executable, predicted seconds)`` of ``impl`` within ``budget``."""
+    def _fit(self, impl, args, info: ProblemInfo, budget: int | None, concrete: bool):
+        """``(chunks, peak, executable, predicted seconds, lowered, CPU path)`` of ``impl``.
+
+        The chunks keep the program within ``budget``. Concrete calls compile for
+        the CPU path the rule gives the unchunked program; traced ones for XLA's
+        defaults, as the user's jit will.
+        """
         compiled: dict[Chunks, Any] = {}
+        lowered: dict[Chunks, Any] = {}
+        path: list[str | None] = []
 
         def peak(chunks: Chunks) -> int | None:
             if chunks not in compiled:
-                compiled[chunks] = self._program(impl, chunks).lower(*args).compile()
+                lowered[chunks] = self._program(impl, chunks).lower(*args)
+                if not path:
+                    platform = _device().platform
+                    first = cpu_path.first_path(platform, lowered[chunks])
+                    path.append(first if concrete else None)
+                compiled[chunks] = cpu_path.compile_lowered(lowered[chunks], path[0])
             return peak_bytes(compiled[chunks])
 
         knobs = []
@@ -330,35 +359,62 @@ class Planner:
         else:
             chunks, p = fit_chunks(peak, knobs, budget, f"the NTK by {impl.name}")
         predicted = _predict(compiled[Chunks()], _device())
-        return chunks, p, compiled[chunks], predicted
+        return chunks, p, compiled[chunks], predicted, lowered[chunks], path[0]
 
     def _store(self, key, impl, chunks, exe, dynamic, concrete: bool) -> None:
         if concrete and key is not None:
             d = Decision(impl, chunks, None, None, "", {})
             self._executables[self._exe_key(key, d, dynamic)] = exe
 
+    def _other_paths(self, row, t, out, dynamic, seconds, device):
+        """``(row, seconds, output)``: ``row``'s program on the faster CPU path.
+
+        The other path is compiled and timed only when ``row`` ran under
+        ``TRIAL_MAX_S`` (``t`` seconds).
+        """
+        impl, chunks, peak, exe, pred, lowered, path = row
+        for other in cpu_path.other_paths(device.platform, path):
+            if t > cpu_path.TRIAL_MAX_S:
+                break
+            try:
+                exe2 = cpu_path.compile_lowered(lowered, other)
+                t2, out2 = _time_repeated(exe2, dynamic, t)
+            except Exception as e:  # noqa: BLE001 - the first path works: keep it
+                logger.debug("%s on CPU path %s failed: %r", impl.name, other, e)
+                continue
+            seconds[f"{impl.name}/{other}"] = t2
+            if t2 < _SWITCH * t:  # clearly faster: noise does not flip the path
+                row, t, out = (impl, chunks, peak, exe2, pred, lowered, other), t2, out2
+        return row, t, out
+
     def _trial(self, fitted, predicted, dynamic, budget, device, key):
         order = sorted(fitted, key=lambda r: predicted[r[0]])
         best_pred = predicted[order[0][0]]
         seconds: dict[str, float] = {}
         best = None
-        for impl, chunks, peak, exe, pred in order:
+        for impl, chunks, peak, exe, pred, lowered, path in order:
             if best is not None and predicted[impl] > _SKIP_SLOWER * best_pred:
                 continue
             first, out = _time(exe, dynamic, 1)
             t = first
             if best is None or first < 3 * best[0]:
-                # fast candidates are timed repeatedly (about 0.25 s): the minimum resists noise
-                runs = 1 if first > 0.5 else min(8, max(2, int(0.25 / max(first, 1e-6))))
-                again, out2 = _time(exe, dynamic, runs)
-                t, out = min(first, again), out2
+                again, out = _time_repeated(exe, dynamic, first)
+                t = min(first, again)
             seconds[impl.name] = t
             _calibrate(t, pred, device, impl)
             if best is None or t < best[0]:
-                best = (t, impl, chunks, peak, exe, out)
-        _, impl, chunks, peak, exe, out = best
+                best = (t, (impl, chunks, peak, exe, pred, lowered, path), out)
+        t, row, out = best
+        row, t, out = self._other_paths(row, t, out, dynamic, seconds, device)
+        impl, chunks, peak, exe, _, _, path = row
         self._store(key, impl, chunks, exe, dynamic, True)
-        return Decision(impl, chunks, peak, budget, "trial", seconds), out
+        return Decision(impl, chunks, peak, budget, "trial", seconds, path), out
+
+
+def _time_repeated(compiled: Any, dynamic: Any, first: float) -> tuple[float, Any]:
+    """The minimum of repeated runs: about 0.25 s in all for fast programs, else one."""
+    runs = 1 if first > 0.5 else min(8, max(2, int(0.25 / max(first, 1e-6))))
+    return _time(compiled, dynamic, runs)
 
 
 def rough_bytes(itemsize: int, out_sizes: int, n_params: int, activations: int, result: int) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 
+from bigntk.empirical._compiler_options import PathJit
 from bigntk.empirical._trees import combine, is_array, partition
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class Compiled:
 
     def __init__(self, fn: Callable):
         self._fn = fn
-        self._jit = jax.jit(self._from_parts, static_argnums=(1,))
+        self._jit = PathJit(self._from_parts, static_argnums=(1,))
 
     def _from_parts(self, dynamic, static):
         kinds, s1, s2, sp, skw = static
@@ -52,7 +53,10 @@ class Compiled:
         return (d1, d2, dp, dkw), static, True
 
     def lower(self, kinds, x1, x2, params, kwargs) -> Any:
-        """The program lowered for these arguments (tracers are lowered by shape)."""
+        """The program lowered for these arguments (tracers are lowered by shape).
+
+        Compile it with ``_compiler_options.compile_lowered`` for a CPU path.
+        """
         dynamic, static, hashable = self.split(kinds, x1, x2, params, kwargs)
         dynamic = jax.tree.map(abstract_if_traced, dynamic)
         if hashable:
@@ -63,13 +67,16 @@ class Compiled:
         parts = self.split(kinds, x1, x2, params, kwargs)
         return self.call_split(parts, kinds, x1, x2, params, kwargs)
 
-    def call_split(self, parts: tuple, kinds, x1, x2, params, kwargs):
-        """``__call__`` with the arguments already split by :meth:`split` into ``parts``."""
+    def call_split(self, parts: tuple, kinds, x1, x2, params, kwargs, path=None):
+        """``__call__`` with the arguments already split by :meth:`split` into ``parts``.
+
+        ``path``: the CPU path top-level calls compile for (``_compiler_options``).
+        """
         dynamic, static, hashable = parts
         if not hashable:
             logger.debug("Unhashable static argument; computing the kernel without jit.")
             return self._fn(kinds, x1, x2, params, kwargs)
-        return self._jit(dynamic, static)
+        return self._jit.call(path, dynamic, static)
 
 
 def abstract_if_traced(leaf: Any) -> Any:

@@ -1,0 +1,159 @@
+"""Which XLA:CPU kernels bigntk compiles its own programs for (the *CPU path*).
+
+Since jax 0.8, XLA:CPU hands dots, convolutions and reductions to YNNPACK
+(``__ynn_fusion``). Whether that is faster depends on the program: measured
+here (``benchmarks/ynn_on_off.py``, ``benchmarks/RESULTS.md``), YNNPACK makes the
+dense structured-derivatives programs up to 4x faster, but the convolution
+programs of the Jacobian and vector-product implementations 1.3-3.6x slower.
+So on CPU bigntk chooses, for each program it compiles itself, between two paths:
+
+* ``'default'``: XLA's defaults (YNNPACK where XLA puts it);
+* ``'xla'``: XLA's own kernels only (``xla_cpu_experimental_ynn_fusion_type=``).
+
+The choice is a rule: ``'xla'`` for a program with a convolution, else
+``'default'``. AUTO, which times the implementations on a call's arguments,
+then also times the winner on the other path, when it ran under
+:data:`TRIAL_MAX_S`, and keeps the faster. An explicit implementation is
+compiled once, on the rule's path. The builder uses the rule alone too, so
+that every worker compiles the same program (and resumed builds stay
+bit-identical).
+
+* A program traced inside a user's ``jax.jit`` is compiled by that jit with its
+  options; ``jax.jit(fn, compiler_options=bigntk.cpu_compiler_options())``
+  selects the ``'xla'`` path there.
+* ``xla_cpu_experimental_ynn_fusion_type`` in ``XLA_FLAGS`` is the user's choice
+  and is left alone, as is everything with ``BIGNTK_XLA_CPU_PATH=default``;
+  ``BIGNTK_XLA_CPU_PATH=xla`` forces the other path.
+* If the installed XLA does not know the option, it is dropped for the rest of
+  the process (one debug log line) and XLA's defaults apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+logger = logging.getLogger(__name__)
+
+YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
+PATHS = ("default", "xla")
+ENV = "BIGNTK_XLA_CPU_PATH"
+#: a call whose first path ran longer than this is not timed on the other path
+TRIAL_MAX_S = 1.0
+
+_OPTIONS = {"default": None, "xla": {YNN_FUSION_TYPE: ""}}
+_rejected = False  # the installed XLA refused the option once: never pass it again
+
+
+def cpu_compiler_options() -> dict[str, str]:
+    """Options for ``jax.jit(..., compiler_options=)`` that select XLA:CPU's own kernels.
+
+    For a kernel function traced inside your own ``jax.jit`` on CPU: convolutional
+    models' kernels are usually faster this way (see ``bigntk.empirical._compiler_options``).
+    """
+    return dict(_OPTIONS["xla"])
+
+
+def options(path: str | None) -> dict[str, str] | None:
+    """The compiler options of ``path`` (None: XLA's defaults)."""
+    return None if path is None or _rejected else _OPTIONS[path]
+
+
+def paths(platform: str) -> tuple[str, ...]:
+    """The paths to choose from on ``platform``, the rule's first; () where there is no choice."""
+    if platform != "cpu" or _rejected or YNN_FUSION_TYPE in os.environ.get("XLA_FLAGS", ""):
+        return ()
+    setting = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if setting in PATHS:
+        return (setting,)
+    if setting != "auto":
+        raise ValueError(
+            f"{ENV}={os.environ[ENV]!r} is not understood: expected 'auto' (the default: "
+            "choose per program), 'default' (XLA's defaults) or 'xla' (XLA:CPU's own "
+            "kernels, no YNNPACK). Unset it or use one of those."
+        )
+    return PATHS
+
+
+def rule(lowered: Any) -> str:
+    """The path the rule gives a lowered program: ``'xla'`` if it has a convolution."""
+    try:
+        text = lowered.as_text()
+    except Exception:  # noqa: BLE001 - no text: XLA's defaults
+        return "default"
+    return "xla" if "convolution" in text else "default"
+
+
+def first_path(platform: str, lowered: Any) -> str | None:
+    """The path to compile ``lowered`` for first on ``platform`` (None: no choice)."""
+    choices = paths(platform)
+    if not choices:
+        return None
+    return choices[0] if len(choices) == 1 else rule(lowered)
+
+
+def other_paths(platform: str, path: str | None) -> tuple[str, ...]:
+    """The paths still worth timing after ``path``."""
+    return tuple(p for p in paths(platform) if path is not None and p != path)
+
+
+def compile_lowered(lowered: Any, path: str | None) -> Any:
+    """``lowered.compile()`` for ``path`` (None or ``'default'``: XLA's defaults)."""
+    opts = options(path)
+    if opts is not None:
+        try:
+            return lowered.compile(compiler_options=opts)
+        except Exception as e:
+            if not _is_option_rejected(e):
+                raise
+    return lowered.compile()
+
+
+def _is_option_rejected(error: BaseException) -> bool:
+    """Whether ``error`` is XLA refusing :data:`YNN_FUSION_TYPE`; if so, stop passing it."""
+    global _rejected
+    if YNN_FUSION_TYPE in str(error) and "option" in str(error).lower():
+        logger.debug("This XLA refuses %s (%s); using its defaults.", YNN_FUSION_TYPE, error)
+        _rejected = True
+        return True
+    return False
+
+
+def _traced(*trees: Any) -> bool:
+    return any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(trees))
+
+
+class PathJit:
+    """``jax.jit(fn, **jit_kwargs)`` that compiles top-level calls for a CPU path.
+
+    Inside another trace (a user's ``jax.jit`` or ``jax.vmap``) the plain jit
+    runs: jax takes compiler options only at the top level.
+    """
+
+    def __init__(self, fn: Callable, **jit_kwargs: Any):
+        self._fn, self._kwargs = fn, jit_kwargs
+        self.plain = jax.jit(fn, **jit_kwargs)
+        self._tuned: dict[str, Any] = {}
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        return self.plain.lower(*args, **kwargs)
+
+    def call(self, path: str | None, *args: Any, **kwargs: Any) -> Any:
+        opts = options(path)
+        if opts is None or _traced(args, kwargs):
+            return self.plain(*args, **kwargs)
+        if path not in self._tuned:
+            self._tuned[path] = jax.jit(self._fn, compiler_options=opts, **self._kwargs)
+        try:
+            return self._tuned[path](*args, **kwargs)
+        except ValueError as e:  # inside a trace that passed no tracer to this call
+            if "compiler_options" not in str(e):
+                raise
+        except Exception as e:
+            if not _is_option_rejected(e):
+                raise
+        return self.plain(*args, **kwargs)

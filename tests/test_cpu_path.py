@@ -1,0 +1,174 @@
+"""The XLA:CPU path bigntk compiles its own programs for (bigntk/empirical/_compiler_options.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bigntk as nt
+from bigntk.build._compute import BlockKernel
+from bigntk.empirical import _compiler_options as cpu_path
+from tests import models
+from tests.oracle import oracle
+from tests.test_empirical import assert_kernels_match, to64
+
+JC, VP, SD = (
+    nt.NtkImplementation.JACOBIAN_CONTRACTION,
+    nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
+    nt.NtkImplementation.STRUCTURED_DERIVATIVES,
+)
+
+
+def _cnn32():
+    f, params, x1, x2 = models.conv_image_out()
+    as32 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), t)  # noqa: E731
+    return f, as32(params), as32(x1), as32(x2)
+
+
+def _mlp32():
+    f, params, x1, x2 = models.mlp()
+    as32 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), t)  # noqa: E731
+    return f, as32(params), as32(x1), as32(x2)
+
+
+def _record_compiles(monkeypatch):
+    """``[(path, executable text)]`` of every program bigntk compiles from now on."""
+    seen = []
+    compile_lowered = cpu_path.compile_lowered
+
+    def recording(lowered, path):
+        exe = compile_lowered(lowered, path)
+        seen.append((path, exe.as_text()))
+        return exe
+
+    monkeypatch.setattr(cpu_path, "compile_lowered", recording)
+    return seen
+
+
+@pytest.fixture(autouse=True)
+def _restore(monkeypatch):
+    monkeypatch.delenv(cpu_path.ENV, raising=False)
+    monkeypatch.setattr(cpu_path, "_rejected", False)
+
+
+def test_the_rule_reads_convolutions_off_the_program():
+    conv = jax.jit(lambda x, w: jax.lax.conv(x, w, (1, 1), "SAME")).lower(
+        jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3))
+    )
+    dense = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(jnp.ones((4, 5)), jnp.ones((5, 6)))
+    assert cpu_path.rule(conv) == "xla" and cpu_path.rule(dense) == "default"
+    assert cpu_path.paths("cpu") == ("default", "xla")
+    assert cpu_path.paths("gpu") == () and cpu_path.paths("tpu") == ()
+    assert cpu_path.first_path("gpu", conv) is None
+
+
+@pytest.mark.parametrize("impl", [JC, VP, SD])
+def test_an_explicit_implementation_compiles_a_cnn_without_ynnpack(monkeypatch, impl):
+    compiled = _record_compiles(monkeypatch)
+    f, params, x1, x2 = _cnn32()
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=impl)
+    got = fn(x1, x2, params)
+    d = fn.plan(x1, x2, params)
+    assert d.how == "explicit" and d.cpu_path == "xla"
+    assert [path for path, _ in compiled] == ["xla"]  # compiled once, on the rule's path
+    assert "__ynn" not in compiled[0][1]
+    # the same program compiled by a user's jit (XLA's defaults) agrees
+    under_jit = jax.jit(lambda a, b, p: fn(a, b, p))(x1, x2, params)
+    np.testing.assert_allclose(got, under_jit, rtol=2e-4, atol=2e-5)
+
+
+def test_a_dense_program_keeps_xlas_defaults(monkeypatch):
+    compiled = _record_compiles(monkeypatch)
+    f, params, x1, x2 = _mlp32()
+    fn = nt.empirical_ntk_fn(f, implementation=SD)
+    fn(x1, x2, params)
+    assert fn.plan(x1, x2, params).cpu_path == "default"
+    assert [path for path, _ in compiled] == ["default"]
+    assert "__ynn" in compiled[0][1]  # YNNPACK's dots kept
+
+
+@pytest.mark.parametrize("impl", [JC, VP, SD])
+@pytest.mark.parametrize("path", ["default", "xla"])
+def test_both_paths_equal_the_oracle(monkeypatch, impl, path):
+    monkeypatch.setenv(cpu_path.ENV, path)  # forces the path
+    f, params, x1, x2 = models.conv_image_out()
+    params, x1, x2 = to64(params), to64(x1), to64(x2)
+    fn = nt.empirical_kernel_fn(f, implementation=impl)
+    got = fn(x1, x2, None, params)
+    assert fn.plan(x1, x2, None, params).cpu_path == path
+    nngp, ntk = oracle(f, params, x1, x2)
+    assert_kernels_match(got.ntk, ntk)
+    assert_kernels_match(got.nngp, nngp)
+
+
+def test_auto_times_its_winner_on_the_other_path():
+    f, params, x1, x2 = _cnn32()
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation="auto")
+    fn(x1, x2, params)
+    d = fn.plan(x1, x2, params)
+    assert d.how == "trial" and d.cpu_path in ("default", "xla")
+    other = {"default": "xla", "xla": "default"}
+    name = d.implementation.name
+    timed = {k for k in d.seconds if k.startswith(name + "/")}
+    assert timed in ({f"{name}/default"}, {f"{name}/xla"})  # the winner, on the other path
+    first_path = other[timed.pop().split("/")[1]]  # the rule's path, timed as NAME
+    assert first_path == "xla"  # a CNN
+    t_first, t_other = d.seconds[name], d.seconds[f"{name}/{other[first_path]}"]
+    switched = d.cpu_path != first_path
+    assert switched == (t_other < 0.9 * t_first)  # left only for a clearly faster path
+    assert d.chosen_seconds == (t_other if switched else t_first)
+
+
+def test_traced_and_top_level_calls_decide_apart():
+    f, params, x1, x2 = _cnn32()
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=SD)
+    seen = []
+    jax.jit(lambda a, b, p: seen.append(fn.plan(a, b, p)) or fn(a, b, p))(x1, x2, params)
+    assert seen[0].cpu_path is None  # the user's jit compiles it, with its options
+    assert fn.plan(x1, x2, params).cpu_path == "xla"
+
+
+def test_the_users_flag_and_the_environment_are_obeyed(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+    assert cpu_path.paths("cpu") == ()
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setenv(cpu_path.ENV, "default")
+    assert cpu_path.paths("cpu") == ("default",)
+    f, params, x1, x2 = _cnn32()
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=JC)
+    fn(x1, x2, params)
+    assert fn.plan(x1, x2, params).cpu_path == "default"
+    monkeypatch.setenv(cpu_path.ENV, "fastest")
+    with pytest.raises(ValueError, match="BIGNTK_XLA_CPU_PATH='fastest' is not understood"):
+        cpu_path.paths("cpu")
+
+
+def test_an_xla_that_refuses_the_option_falls_back_to_its_defaults(monkeypatch):
+    monkeypatch.setitem(cpu_path._OPTIONS, "xla", {cpu_path.YNN_FUSION_TYPE: "NO_SUCH_TYPE"})
+    f, params, x1, x2 = _cnn32()
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=SD)
+    got = fn(x1, x2, params)
+    assert cpu_path._rejected
+    assert cpu_path.paths("cpu") == ()  # not tried again in this process
+    expected = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=JC)(x1, x2, params)
+    np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-5)
+
+
+def test_cpu_compiler_options_select_the_xla_path_in_a_users_jit():
+    f, params, x1, x2 = _cnn32()
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=VP)
+    jitted = jax.jit(lambda a, b, p: fn(a, b, p), compiler_options=nt.cpu_compiler_options())
+    text = jitted.lower(x1, x2, params).compile().as_text()
+    assert "__ynn" not in text
+    np.testing.assert_allclose(jitted(x1, x2, params), fn(x1, x2, params), rtol=2e-4, atol=2e-5)
+
+
+def test_the_builders_block_programs_follow_the_rule():
+    f, params, x1, _ = _cnn32()
+    x = np.asarray(jnp.concatenate([x1, x1 * 0.5]))
+    kernel = BlockKernel(f, params, ["ntk"], (-1,), (), 0, SD, block=len(x))
+    blocks = kernel(x)  # K(x, x): the 'self' program on one device, else 'pair'
+    kernel(x, x[::-1])
+    assert "pair" in kernel.cpu_paths and set(kernel.cpu_paths.values()) == {"xla"}
+    expected = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=JC)(x, None, params)
+    np.testing.assert_allclose(blocks["ntk"], expected, rtol=2e-4, atol=2e-5)
