@@ -64,6 +64,7 @@ def test_the_rule_reads_convolutions_off_the_program():
 
 @pytest.mark.parametrize("impl", [JC, VP, SD])
 def test_an_explicit_implementation_compiles_a_cnn_without_ynnpack(monkeypatch, impl):
+    monkeypatch.setattr(cpu_path, "TRIAL_S", (np.inf, np.inf))  # the rule alone
     compiled = _record_compiles(monkeypatch)
     f, params, x1, x2 = _cnn32()
     fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=impl)
@@ -78,6 +79,7 @@ def test_an_explicit_implementation_compiles_a_cnn_without_ynnpack(monkeypatch, 
 
 
 def test_a_dense_program_keeps_xlas_defaults(monkeypatch):
+    monkeypatch.setattr(cpu_path, "TRIAL_S", (np.inf, np.inf))  # the rule alone
     compiled = _record_compiles(monkeypatch)
     f, params, x1, x2 = _mlp32()
     fn = nt.empirical_ntk_fn(f, implementation=SD)
@@ -101,7 +103,8 @@ def test_both_paths_equal_the_oracle(monkeypatch, impl, path):
     assert_kernels_match(got.nngp, nngp)
 
 
-def test_auto_times_its_winner_on_the_other_path():
+def test_auto_times_its_winner_on_the_other_path(monkeypatch):
+    monkeypatch.setattr(cpu_path, "TRIAL_S", (0.0, np.inf))  # however short the winner ran
     f, params, x1, x2 = _cnn32()
     fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation="auto")
     fn(x1, x2, params)
@@ -117,6 +120,33 @@ def test_auto_times_its_winner_on_the_other_path():
     switched = d.cpu_path != first_path
     assert switched == (t_other < 0.9 * t_first)  # left only for a clearly faster path
     assert d.chosen_seconds == (t_other if switched else t_first)
+
+
+@pytest.mark.parametrize("impl", [JC, SD])
+def test_an_explicit_implementation_times_the_other_path_once(monkeypatch, impl):
+    monkeypatch.setattr(cpu_path, "TRIAL_S", (0.0, np.inf))  # every run is worth comparing
+    compiled = _record_compiles(monkeypatch)
+    f, params, x1, x2 = _mlp32()
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=impl)
+    got = fn(x1, x2, params)
+    d = fn.plan(x1, x2, params)
+    assert [path for path, _ in compiled] == ["default", "xla"]  # the rule's, then the other
+    name = impl.name
+    t_default, t_xla = d.seconds[name], d.seconds[f"{name}/xla"]
+    assert d.how == "explicit" and d.cpu_path == ("xla" if t_xla < 0.9 * t_default else "default")
+    for _ in range(2):  # decided once: later calls run the chosen program, compile nothing
+        np.testing.assert_array_equal(fn(x1, x2, params), got)
+    assert len(compiled) == 2 and fn.plan(x1, x2, params) is d
+
+
+def test_runs_outside_the_trial_window_keep_the_rule(monkeypatch):
+    monkeypatch.setattr(cpu_path, "TRIAL_S", (10.0, 20.0))  # every run here is shorter
+    compiled = _record_compiles(monkeypatch)
+    f, params, x1, x2 = _cnn32()
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=JC)
+    fn(x1, x2, params)
+    assert [path for path, _ in compiled] == ["xla"]
+    assert set(fn.plan(x1, x2, params).seconds) == {"JACOBIAN_CONTRACTION"}  # its one run
 
 
 def test_traced_and_top_level_calls_decide_apart():

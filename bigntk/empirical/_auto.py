@@ -303,10 +303,14 @@ class Planner:
         if not fitted:
             memory = [e for e in errors if isinstance(e, MemoryBudgetError)]
             raise (memory[0] if len(memory) == len(errors) else errors[0])
-        if explicit or len(fitted) == 1:  # on the CPU path the rule gives (no trial)
+        if explicit or len(fitted) == 1:
+            how = "explicit" if explicit else "only"
+            if choose_path:  # run now; also on the other CPU path if the run was mid-length
+                only = {fitted[0][0]: 0.0}
+                decision, out = self._trial(fitted, only, dynamic, budget, device, key)
+                return decision._replace(how=how), out
             impl, chunks, peak, exe, _, _, path = fitted[0]
             self._store(key, impl, chunks, exe, dynamic, concrete)
-            how = "explicit" if explicit else "only"
             return Decision(impl, chunks, peak, budget, how, {}, path), None
         predicted = {
             impl: _calibrated(p, device, impl) if p else math.inf for impl, _, _, _, p, *_ in fitted
@@ -369,12 +373,14 @@ class Planner:
     def _other_paths(self, row, t, out, dynamic, seconds, device):
         """``(row, seconds, output)``: ``row``'s program on the faster CPU path.
 
-        The other path is compiled and timed only when ``row`` ran under
-        ``TRIAL_MAX_S`` (``t`` seconds).
+        The other path is compiled and timed only when ``row`` ran ``t`` seconds
+        within ``cpu_path.TRIAL_S``: shorter runs gain too little, longer ones
+        would cost too much to time twice.
         """
         impl, chunks, peak, exe, pred, lowered, path = row
+        low, high = cpu_path.TRIAL_S
         for other in cpu_path.other_paths(device.platform, path):
-            if t > cpu_path.TRIAL_MAX_S:
+            if not low <= t <= high:
                 break
             try:
                 exe2 = cpu_path.compile_lowered(lowered, other)
@@ -392,12 +398,17 @@ class Planner:
         best_pred = predicted[order[0][0]]
         seconds: dict[str, float] = {}
         best = None
+        low, high = cpu_path.TRIAL_S
         for impl, chunks, peak, exe, pred, lowered, path in order:
             if best is not None and predicted[impl] > _SKIP_SLOWER * best_pred:
                 continue
             first, out = _time(exe, dynamic, 1)
             t = first
-            if best is None or first < 3 * best[0]:
+            # one candidate with no CPU path to compare: its one run is the answer
+            compared = len(order) > 1 or (
+                bool(cpu_path.other_paths(device.platform, path)) and low <= t <= high
+            )
+            if compared and (best is None or first < 3 * best[0]):
                 again, out = _time_repeated(exe, dynamic, first)
                 t = min(first, again)
             seconds[impl.name] = t
@@ -412,8 +423,8 @@ class Planner:
 
 
 def _time_repeated(compiled: Any, dynamic: Any, first: float) -> tuple[float, Any]:
-    """The minimum of repeated runs: about 0.25 s in all for fast programs, else one."""
-    runs = 1 if first > 0.5 else min(8, max(2, int(0.25 / max(first, 1e-6))))
+    """The minimum of repeated runs: about 0.25 s in all for programs under 0.1 s, else one."""
+    runs = 1 if first > 0.1 else min(8, max(2, int(0.25 / max(first, 1e-6))))
     return _time(compiled, dynamic, runs)
 
 

@@ -10,12 +10,14 @@ So on CPU bigntk chooses, for each program it compiles itself, between two paths
 * ``'default'``: XLA's defaults (YNNPACK where XLA puts it);
 * ``'xla'``: XLA's own kernels only (``xla_cpu_experimental_ynn_fusion_type=``).
 
-The choice is a rule: ``'xla'`` for a program with a convolution, else
-``'default'``. AUTO, which times the implementations on a call's arguments,
-then also times the winner on the other path, when it ran under
-:data:`TRIAL_MAX_S`, and keeps the faster. An explicit implementation is
-compiled once, on the rule's path. The builder uses the rule alone too, so
-that every worker compiles the same program (and resumed builds stay
+The first choice is a rule: ``'xla'`` for a program with a convolution, else
+``'default'``. YNNPACK also costs some 35 microseconds per fused operation,
+which small matrix products (a transformer's) feel, so a kernel function
+called on concrete arrays times its program (AUTO: the winning
+implementation's) on the other path too, once per call signature, when its
+first run took between 2 ms and 1 s (:data:`TRIAL_S`), and keeps the other
+path if it is at least 10% faster. The builder uses the rule alone, so that
+every worker compiles the same program (and resumed builds stay
 bit-identical).
 
 * A program traced inside a user's ``jax.jit`` is compiled by that jit with its
@@ -42,8 +44,9 @@ logger = logging.getLogger(__name__)
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
 PATHS = ("default", "xla")
 ENV = "BIGNTK_XLA_CPU_PATH"
-#: a call whose first path ran longer than this is not timed on the other path
-TRIAL_MAX_S = 1.0
+#: a program is timed on the other path only if its first run took this long (seconds):
+#: shorter ones gain little in absolute terms, longer ones cost too much to run twice
+TRIAL_S = (0.002, 1.0)
 
 _OPTIONS = {"default": None, "xla": {YNN_FUSION_TYPE: ""}}
 _rejected = False  # the installed XLA refused the option once: never pass it again
