@@ -156,6 +156,14 @@ def test_traced_and_top_level_calls_decide_apart():
     jax.jit(lambda a, b, p: seen.append(fn.plan(a, b, p)) or fn(a, b, p))(x1, x2, params)
     assert seen[0].cpu_path is None  # the user's jit compiles it, with its options
     assert fn.plan(x1, x2, params).cpu_path == "xla"
+    # the other order (the builder's): a traced call after a top-level trial keeps
+    # AUTO's implementation, with the enclosing jit's options
+    auto = nt.empirical_ntk_fn(f, vmap_axes=0, implementation="auto")
+    top = auto.plan(x1, x2, params)
+    traced = []
+    jax.jit(lambda a, b, p: traced.append(auto.plan(a, b, p)) or auto(a, b, p))(x1, x2, params)
+    assert traced[0].implementation == top.implementation and traced[0].how == top.how
+    assert traced[0].cpu_path is None
 
 
 def test_the_users_flag_and_the_environment_are_obeyed(monkeypatch):

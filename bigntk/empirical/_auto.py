@@ -258,6 +258,11 @@ class Planner:
             top_level = concrete and bool(cpu_path.paths(device.platform))
             key = (kinds, static, avals, device.platform, device.device_kind, top_level)
             cached = self._decisions.get(key)
+            measured = self._decisions.get(key[:-1] + (True,))
+            if cached is None and not concrete and measured is not None:
+                # traced after a top-level trial (the builder's sharded program): the
+                # implementation and chunks stand; the enclosing jit's options apply
+                cached = self._decisions[key] = measured._replace(cpu_path=None)
             # a prediction made under jit is replaced by a trial once concrete arguments come
             if cached is not None and not (cached.how == "estimate" and concrete):
                 return cached, key, None
