@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bigntk as nt
-from bigntk.empirical import _auto, _compiler_options
+from bigntk.empirical import _compiler_options, _timing
 from bigntk.empirical._api import _fixed_chunks_kernel_fn
 from bigntk.empirical._chunking import Chunks, param_groups
 from bigntk.empirical._trees import SplitParams
@@ -277,7 +277,7 @@ def test_auto_under_jit_with_integer_inputs_and_typed_keys():
 
 def test_auto_under_jit_predicts_when_timing_is_impossible(monkeypatch):
     # fault injection: stand-in arrays cannot be made (e.g. an unknown dtype)
-    monkeypatch.setattr(_auto, "_stand_ins", lambda dynamic: None)
+    monkeypatch.setattr(_timing, "stand_ins", lambda dynamic: None)
     f, params, x1, x2 = _wide_mlp()
     fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation="auto")
     seen = []

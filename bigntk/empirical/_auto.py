@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,6 +39,7 @@ import jax
 import numpy as np
 
 from bigntk.empirical import _compiler_options as cpu_path
+from bigntk.empirical import _timing as timing
 from bigntk.empirical._chunking import Chunks
 from bigntk.empirical._implementation import NtkImplementation
 from bigntk.empirical._memory import Knob, default_budget, fit_chunks, peak_bytes
@@ -53,10 +53,6 @@ CANDIDATES = (
     NtkImplementation.STRUCTURED_DERIVATIVES,
 )
 
-#: Rough device throughput (FLOP/s, bytes/s) for compile-only predictions.
-_ROOFLINE = {"cpu": (5e10, 1e10), "gpu": (3e13, 2e12), "cuda": (3e13, 2e12), "tpu": (1e14, 1e12)}
-#: log(measured / predicted) sums and counts per (device kind, implementation).
-_CALIBRATION: dict[tuple[str, int], tuple[float, int]] = {}
 _SAFETY = 4  # the rough size estimate's margin
 _SKIP_SLOWER = 20.0  # a candidate predicted this much slower than the best is not timed
 _SWITCH = 0.9  # AUTO leaves the rule's CPU path for one at least 10% faster
@@ -121,69 +117,6 @@ def _is_tracer(leaf: Any) -> bool:
 def _aval(leaf: Any) -> tuple:
     a = jax.typeof(leaf)
     return (tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False)))
-
-
-def _predict(compiled: Any, device: Any) -> float | None:
-    """Seconds predicted from XLA's cost analysis (uncalibrated)."""
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 - not every backend implements it
-        return None
-    if isinstance(cost, list | tuple):
-        cost = cost[0] if cost else None
-    if not cost:
-        return None
-    flops_s, bytes_s = _ROOFLINE.get(device.platform, _ROOFLINE["gpu"])
-    return (
-        float(cost.get("flops", 0.0)) / flops_s + float(cost.get("bytes accessed", 0.0)) / bytes_s
-    )
-
-
-def _calibrated(t: float, device: Any, impl: NtkImplementation) -> float:
-    total, count = _CALIBRATION.get((device.device_kind, int(impl)), (0.0, 0))
-    return t * math.exp(total / count) if count else t
-
-
-def _calibrate(measured: float, predicted: float | None, device: Any, impl: Any) -> None:
-    if predicted and measured > 0:
-        key = (device.device_kind, int(impl))
-        total, count = _CALIBRATION.get(key, (0.0, 0))
-        _CALIBRATION[key] = (total + math.log(measured / predicted), count + 1)
-
-
-def _stand_in(leaf: Any, rng: np.random.Generator) -> Any:
-    """A concrete array with ``leaf``'s shape and dtype (tracers only; others as they are)."""
-    if not _is_tracer(leaf):
-        return leaf
-    a = jax.typeof(leaf)
-    shape, dtype = tuple(a.shape), a.dtype
-    if jax.numpy.issubdtype(dtype, jax.dtypes.prng_key):
-        key = jax.random.key(0, impl=jax.random.key_impl(leaf))
-        return jax.random.split(key, shape) if shape else key
-    if jax.numpy.issubdtype(dtype, np.inexact):
-        # values of order one: the times of float arithmetic do not depend on them
-        return jax.numpy.asarray(rng.standard_normal(shape), dtype=dtype)
-    return jax.numpy.zeros(shape, dtype)  # integers and booleans: zero is a valid index
-
-
-def _stand_ins(dynamic: Any) -> Any:
-    """Concrete stand-ins for the traced leaves of ``dynamic`` (None: not possible)."""
-    rng = np.random.default_rng(0)
-    try:
-        with jax.ensure_compile_time_eval():
-            return jax.tree.map(lambda v: _stand_in(v, rng), dynamic)
-    except Exception as e:  # noqa: BLE001 - an unusual dtype: AUTO predicts instead
-        logger.debug("AUTO: no stand-in arrays for the traced arguments (%r).", e)
-        return None
-
-
-def _time(compiled: Any, dynamic: Any, runs: int) -> tuple[float, Any]:
-    best, out = math.inf, None
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = jax.block_until_ready(compiled(dynamic))
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 class Planner:
@@ -318,11 +251,12 @@ class Planner:
             self._store(key, impl, chunks, exe, dynamic, concrete)
             return Decision(impl, chunks, peak, budget, how, {}, path), None
         predicted = {
-            impl: _calibrated(p, device, impl) if p else math.inf for impl, _, _, _, p, *_ in fitted
+            impl: timing.calibrated(p, device, impl) if p else math.inf
+            for impl, _, _, _, p, *_ in fitted
         }
         if concrete:
             return self._trial(fitted, predicted, dynamic, budget, device, key)
-        stand_ins = _stand_ins(dynamic)
+        stand_ins = timing.stand_ins(dynamic)
         if stand_ins is not None:
             try:
                 decision, _ = self._trial(fitted, predicted, stand_ins, budget, device, None)
@@ -367,7 +301,7 @@ class Planner:
             chunks, p = Chunks(), peak(Chunks())
         else:
             chunks, p = fit_chunks(peak, knobs, budget, f"the NTK by {impl.name}")
-        predicted = _predict(compiled[Chunks()], _device())
+        predicted = timing.predict(compiled[Chunks()], _device())
         return chunks, p, compiled[chunks], predicted, lowered[chunks], path[0]
 
     def _store(self, key, impl, chunks, exe, dynamic, concrete: bool) -> None:
@@ -389,8 +323,10 @@ class Planner:
                 break
             try:
                 exe2 = cpu_path.compile_lowered(lowered, other)
-                first, out2 = _time(exe2, dynamic, 1)  # a new executable's first run is cold
-                again, out2 = _time_repeated(exe2, dynamic, first)
+                first, out2 = timing.time_runs(
+                    exe2, dynamic, 1
+                )  # a new executable's first run is cold
+                again, out2 = timing.time_repeated(exe2, dynamic, first)
                 t2 = min(first, again)
             except Exception as e:  # noqa: BLE001 - the first path works: keep it
                 logger.debug("%s on CPU path %s failed: %r", impl.name, other, e)
@@ -409,17 +345,17 @@ class Planner:
         for impl, chunks, peak, exe, pred, lowered, path in order:
             if best is not None and predicted[impl] > _SKIP_SLOWER * best_pred:
                 continue
-            first, out = _time(exe, dynamic, 1)
+            first, out = timing.time_runs(exe, dynamic, 1)
             t = first
             # one candidate with no CPU path to compare: its one run is the answer
             compared = len(order) > 1 or (
                 bool(cpu_path.other_paths(device.platform, path)) and low <= t <= high
             )
             if compared and (best is None or first < 3 * best[0]):
-                again, out = _time_repeated(exe, dynamic, first)
+                again, out = timing.time_repeated(exe, dynamic, first)
                 t = min(first, again)
             seconds[impl.name] = t
-            _calibrate(t, pred, device, impl)
+            timing.calibrate(t, pred, device, impl)
             if best is None or t < best[0]:
                 best = (t, (impl, chunks, peak, exe, pred, lowered, path), out)
         t, row, out = best
@@ -427,12 +363,6 @@ class Planner:
         impl, chunks, peak, exe, _, _, path = row
         self._store(key, impl, chunks, exe, dynamic, True)
         return Decision(impl, chunks, peak, budget, "trial", seconds, path), out
-
-
-def _time_repeated(compiled: Any, dynamic: Any, first: float) -> tuple[float, Any]:
-    """The minimum of repeated runs: about 0.25 s in all for programs under 0.1 s, else one."""
-    runs = 1 if first > 0.1 else min(8, max(2, int(0.25 / max(first, 1e-6))))
-    return _time(compiled, dynamic, runs)
 
 
 def rough_bytes(itemsize: int, out_sizes: int, n_params: int, activations: int, result: int) -> int:
