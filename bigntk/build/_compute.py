@@ -147,18 +147,21 @@ class BlockKernel:
         crop = (slice(n1),) if self.diagonal else (slice(n1), slice(n2))
         return {kind: np.asarray(value)[crop] for kind, value in out.items()}
 
-    def _run(self, which: str, *args: Any) -> dict[str, Any]:
-        """The ``'self'`` or ``'pair'`` program on ``args``, compiled once for its CPU path.
+    def compile(self, which: str, *args: Any) -> tuple[Any, str | None]:
+        """``(executable, CPU path)`` of the ``'self'`` or ``'pair'`` program for ``args``.
 
         The path comes from the rule alone (``_compiler_options.rule``), never from
         timing, so every worker of a build compiles the same program.
         """
+        lowered = (self._fn_self if which == "self" else self._fn).lower(*args)
+        return cpu_path.compile_by_rule(lowered, self.devices[0].platform)
+
+    def _run(self, which: str, *args: Any) -> dict[str, Any]:
+        """The ``'self'`` or ``'pair'`` program on ``args``, compiled once (:meth:`compile`)."""
         exe = self._executables.get(which)
         if exe is None:
-            lowered = (self._fn_self if which == "self" else self._fn).lower(*args)
-            path = cpu_path.first_path(self.devices[0].platform, lowered)
-            exe = self._executables[which] = cpu_path.compile_lowered(lowered, path)
-            self.cpu_paths[which] = path
+            exe, self.cpu_paths[which] = self.compile(which, *args)
+            self._executables[which] = exe
         return exe(*args)
 
     def _decide(self, x1: np.ndarray, x2: np.ndarray | None) -> NtkImplementation:

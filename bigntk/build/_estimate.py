@@ -25,7 +25,6 @@ from bigntk.build._compute import BlockKernel
 from bigntk.build._config import BuildConfig
 from bigntk.build._driver import _plan_layout
 from bigntk.build._plan import Plan
-from bigntk.empirical import _compiler_options as cpu_path
 from bigntk.errors import BuildInputError
 
 
@@ -160,9 +159,7 @@ def estimate(
 def _flops(kernel: BlockKernel, rows: np.ndarray) -> float | None:
     """XLA's FLOP count of the rectangular block program (None where XLA gives none)."""
     x = jax.ShapeDtypeStruct((kernel.block, *rows.shape[1:]), rows.dtype)
-    lowered = kernel._fn.lower(x, x, kernel._params)
-    path = cpu_path.first_path(kernel.devices[0].platform, lowered)
-    compiled = cpu_path.compile_lowered(lowered, path)
+    compiled, _ = kernel.compile("pair", x, x, kernel._params)
     analysis = compiled.cost_analysis()
     if isinstance(analysis, list | tuple):  # older jax: one dict per program
         analysis = analysis[0] if analysis else {}

@@ -43,6 +43,7 @@ from bigntk.empirical import _timing as timing
 from bigntk.empirical._chunking import Chunks
 from bigntk.empirical._implementation import NtkImplementation
 from bigntk.empirical._memory import Knob, default_budget, fit_chunks, peak_bytes
+from bigntk.empirical._trees import has_tracer
 from bigntk.errors import MemoryBudgetError
 
 logger = logging.getLogger("bigntk.empirical.auto")
@@ -106,12 +107,20 @@ class Decision(NamedTuple):
         return self.seconds.get(f"{name}/{self.cpu_path}", self.seconds.get(name))
 
 
+class _Candidate(NamedTuple):
+    """One implementation compiled for a call, cut to the budget, for a CPU path."""
+
+    impl: NtkImplementation
+    chunks: Chunks
+    peak: int | None
+    exe: Any
+    predicted: float | None  # seconds from XLA's cost analysis, uncalibrated
+    lowered: Any  # the program before compiling (compiled again for another CPU path)
+    path: str | None
+
+
 def _device() -> Any:
     return jax.devices()[0]
-
-
-def _is_tracer(leaf: Any) -> bool:
-    return isinstance(leaf, jax.core.Tracer)
 
 
 def _aval(leaf: Any) -> tuple:
@@ -154,7 +163,9 @@ class Planner:
         decision, key, out = self._decision(parts, kinds, x1, x2, params, kwargs)
         if out is not None:
             return out
-        exe = self._executables.get(self._exe_key(key, decision, parts[0]))
+        exe = self._executables.get(
+            self._exe_key(key, decision.implementation, decision.chunks, parts[0])
+        )
         if exe is not None:
             return exe(parts[0])
         program = self._program(decision.implementation, decision.chunks)
@@ -169,11 +180,11 @@ class Planner:
 
     # -- deciding ------------------------------------------------------------------------
 
-    def _exe_key(self, key: Any, decision: Decision, dynamic: Any) -> Any:
-        if key is None or any(_is_tracer(v) for v in jax.tree.leaves(dynamic)):
+    def _exe_key(self, key: Any, impl: NtkImplementation, chunks: Chunks, dynamic: Any) -> Any:
+        if key is None or has_tracer(dynamic):
             return None
         shard = tuple(getattr(v, "sharding", None) for v in jax.tree.leaves(dynamic))
-        return (key, decision.implementation, decision.chunks, shard)
+        return (key, impl, chunks, shard)
 
     def _split(self, kinds, x1, x2, params, kwargs) -> tuple:
         """``(dynamic, static, hashable)`` of a call (the same for every program)."""
@@ -183,23 +194,26 @@ class Planner:
     def _decision(self, parts: tuple, kinds, x1, x2, params, kwargs):
         dynamic, static, hashable = parts
         device = _device()
+        concrete = not has_tracer(dynamic)
+        # on CPU, top-level calls choose a CPU path; traced ones get the user jit's options
+        top_level = concrete and bool(cpu_path.paths(device.platform))
         key = None
         if hashable:
             avals = tuple(_aval(v) for v in jax.tree.leaves(dynamic))
-            concrete = not any(_is_tracer(v) for v in jax.tree.leaves(dynamic))
-            # on CPU, top-level calls choose a CPU path; traced ones get the user jit's
-            top_level = concrete and bool(cpu_path.paths(device.platform))
             key = (kinds, static, avals, device.platform, device.device_kind, top_level)
             cached = self._decisions.get(key)
-            measured = self._decisions.get(key[:-1] + (True,))
-            if cached is None and not concrete and measured is not None:
+            measured = (
+                None if cached is not None or concrete else self._decisions.get(key[:-1] + (True,))
+            )
+            if measured is not None:
                 # traced after a top-level trial (the builder's sharded program): the
                 # implementation and chunks stand; the enclosing jit's options apply
                 cached = self._decisions[key] = measured._replace(cpu_path=None)
             # a prediction made under jit is replaced by a trial once concrete arguments come
             if cached is not None and not (cached.how == "estimate" and concrete):
                 return cached, key, None
-        decision, out = self._decide(kinds, x1, x2, params, kwargs, dynamic, device, key)
+        args = (kinds, x1, x2, params, kwargs)
+        decision, out = self._decide(args, dynamic, device, key, concrete, top_level)
         if key is not None:
             self._decisions[key] = decision
         logger.debug(
@@ -214,23 +228,21 @@ class Planner:
         )
         return decision, key, out
 
-    def _decide(self, kinds, x1, x2, params, kwargs, dynamic, device, key):
-        args = (kinds, x1, x2, params, kwargs)
+    def _decide(self, args, dynamic, device, key, concrete: bool, top_level: bool):
         budget = self.memory_budget
         budget = int(budget) if budget is not None else default_budget(device)
         explicit = self.implementation != NtkImplementation.AUTO
         candidates = (self.implementation,) if explicit else CANDIDATES
         info = self._info(*args)
-        concrete = not any(_is_tracer(v) for v in jax.tree.leaves(dynamic))
-        # concrete calls on CPU compile ahead, for the CPU path the rule gives
-        choose_path = concrete and bool(cpu_path.paths(device.platform)) and info.has_params
+        # top-level calls on CPU compile ahead, for the CPU path the rule gives
+        choose_path = top_level and info.has_params
         fits = budget is None or info.rough_bytes <= budget
         if not info.has_params or (explicit and fits and not choose_path):
             return Decision(candidates[0], Chunks(), None, budget, "explicit", {}), None
         fitted, errors = [], []
         for impl in candidates:
             try:
-                fitted.append((impl, *self._fit(impl, args, info, budget, concrete)))
+                fitted.append(self._fit(impl, args, info, budget, device, concrete))
             except MemoryBudgetError as e:
                 errors.append(e)
             except Exception as e:  # noqa: BLE001 - one candidate failing must not stop AUTO
@@ -244,15 +256,15 @@ class Planner:
         if explicit or len(fitted) == 1:
             how = "explicit" if explicit else "only"
             if choose_path:  # run now; also on the other CPU path if the run was mid-length
-                only = {fitted[0][0]: 0.0}
+                only = {fitted[0].impl: 0.0}
                 decision, out = self._trial(fitted, only, dynamic, budget, device, key)
                 return decision._replace(how=how), out
-            impl, chunks, peak, exe, _, _, path = fitted[0]
-            self._store(key, impl, chunks, exe, dynamic, concrete)
-            return Decision(impl, chunks, peak, budget, how, {}, path), None
+            c = fitted[0]
+            self._store(key, c, dynamic, concrete)
+            return Decision(c.impl, c.chunks, c.peak, budget, how, {}, c.path), None
         predicted = {
-            impl: timing.calibrated(p, device, impl) if p else math.inf
-            for impl, _, _, _, p, *_ in fitted
+            c.impl: timing.calibrated(c.predicted, device, c.impl) if c.predicted else math.inf
+            for c in fitted
         }
         if concrete:
             return self._trial(fitted, predicted, dynamic, budget, device, key)
@@ -264,16 +276,15 @@ class Planner:
             except Exception as e:  # noqa: BLE001 - timing is an optimisation, never an error
                 logger.debug("AUTO: timing on stand-in arrays failed (%r); predicting.", e)
         impl = min(predicted, key=predicted.get)
-        row = next(r for r in fitted if r[0] == impl)
+        c = next(c for c in fitted if c.impl == impl)
         seconds = {i.name: t for i, t in predicted.items()}
-        return Decision(impl, row[1], row[2], budget, "estimate", seconds), None
+        return Decision(impl, c.chunks, c.peak, budget, "estimate", seconds), None
 
-    def _fit(self, impl, args, info: ProblemInfo, budget: int | None, concrete: bool):
-        """``(chunks, peak, executable, predicted seconds, lowered, CPU path)`` of ``impl``.
+    def _fit(self, impl, args, info: ProblemInfo, budget: int | None, device, concrete: bool):
+        """``impl`` compiled for this call, cut to ``budget`` (a :class:`_Candidate`).
 
-        The chunks keep the program within ``budget``. Concrete calls compile for
-        the CPU path the rule gives the unchunked program; traced ones for XLA's
-        defaults, as the user's jit will.
+        Concrete calls compile for the CPU path the rule gives the unchunked
+        program; traced ones for XLA's defaults, as the user's jit will.
         """
         compiled: dict[Chunks, Any] = {}
         lowered: dict[Chunks, Any] = {}
@@ -283,8 +294,7 @@ class Planner:
             if chunks not in compiled:
                 lowered[chunks] = self._program(impl, chunks).lower(*args)
                 if not path:
-                    platform = _device().platform
-                    first = cpu_path.first_path(platform, lowered[chunks])
+                    first = cpu_path.first_path(device.platform, lowered[chunks])
                     path.append(first if concrete else None)
                 compiled[chunks] = cpu_path.compile_lowered(lowered[chunks], path[0])
             return peak_bytes(compiled[chunks])
@@ -301,68 +311,64 @@ class Planner:
             chunks, p = Chunks(), peak(Chunks())
         else:
             chunks, p = fit_chunks(peak, knobs, budget, f"the NTK by {impl.name}")
-        predicted = timing.predict(compiled[Chunks()], _device())
-        return chunks, p, compiled[chunks], predicted, lowered[chunks], path[0]
+        predicted = timing.predict(compiled[Chunks()], device)
+        return _Candidate(impl, chunks, p, compiled[chunks], predicted, lowered[chunks], path[0])
 
-    def _store(self, key, impl, chunks, exe, dynamic, concrete: bool) -> None:
+    def _store(self, key, c: _Candidate, dynamic, concrete: bool) -> None:
         if concrete and key is not None:
-            d = Decision(impl, chunks, None, None, "", {})
-            self._executables[self._exe_key(key, d, dynamic)] = exe
+            self._executables[self._exe_key(key, c.impl, c.chunks, dynamic)] = c.exe
 
-    def _other_paths(self, row, t, out, dynamic, seconds, device):
-        """``(row, seconds, output)``: ``row``'s program on the faster CPU path.
+    def _other_paths(self, c: _Candidate, t, out, dynamic, seconds, device):
+        """``(candidate, seconds, output)``: ``c``'s program on the faster CPU path.
 
-        The other path is compiled and timed only when ``row`` ran ``t`` seconds
+        The other path is compiled and timed only when ``c`` ran ``t`` seconds
         within ``cpu_path.TRIAL_S``: shorter runs gain too little, longer ones
         would cost too much to time twice.
         """
-        impl, chunks, peak, exe, pred, lowered, path = row
         low, high = cpu_path.TRIAL_S
-        for other in cpu_path.other_paths(device.platform, path):
+        for other in cpu_path.other_paths(device.platform, c.path):
             if not low <= t <= high:
                 break
             try:
-                exe2 = cpu_path.compile_lowered(lowered, other)
-                first, out2 = timing.time_runs(
-                    exe2, dynamic, 1
-                )  # a new executable's first run is cold
-                again, out2 = timing.time_repeated(exe2, dynamic, first)
+                exe = cpu_path.compile_lowered(c.lowered, other)
+                # a new executable's first run is cold: time it apart, as the first path's
+                first, out2 = timing.time_runs(exe, dynamic, 1)
+                again, out2 = timing.time_repeated(exe, dynamic, first)
                 t2 = min(first, again)
             except Exception as e:  # noqa: BLE001 - the first path works: keep it
-                logger.debug("%s on CPU path %s failed: %r", impl.name, other, e)
+                logger.debug("%s on CPU path %s failed: %r", c.impl.name, other, e)
                 continue
-            seconds[f"{impl.name}/{other}"] = t2
+            seconds[f"{c.impl.name}/{other}"] = t2
             if t2 < _SWITCH * t:  # clearly faster: noise does not flip the path
-                row, t, out = (impl, chunks, peak, exe2, pred, lowered, other), t2, out2
-        return row, t, out
+                c, t, out = c._replace(exe=exe, path=other), t2, out2
+        return c, t, out
 
     def _trial(self, fitted, predicted, dynamic, budget, device, key):
-        order = sorted(fitted, key=lambda r: predicted[r[0]])
-        best_pred = predicted[order[0][0]]
+        order = sorted(fitted, key=lambda c: predicted[c.impl])
+        best_pred = predicted[order[0].impl]
         seconds: dict[str, float] = {}
         best = None
         low, high = cpu_path.TRIAL_S
-        for impl, chunks, peak, exe, pred, lowered, path in order:
-            if best is not None and predicted[impl] > _SKIP_SLOWER * best_pred:
+        for c in order:
+            if best is not None and predicted[c.impl] > _SKIP_SLOWER * best_pred:
                 continue
-            first, out = timing.time_runs(exe, dynamic, 1)
+            first, out = timing.time_runs(c.exe, dynamic, 1)
             t = first
             # one candidate with no CPU path to compare: its one run is the answer
             compared = len(order) > 1 or (
-                bool(cpu_path.other_paths(device.platform, path)) and low <= t <= high
+                bool(cpu_path.other_paths(device.platform, c.path)) and low <= t <= high
             )
             if compared and (best is None or first < 3 * best[0]):
-                again, out = timing.time_repeated(exe, dynamic, first)
+                again, out = timing.time_repeated(c.exe, dynamic, first)
                 t = min(first, again)
-            seconds[impl.name] = t
-            timing.calibrate(t, pred, device, impl)
+            seconds[c.impl.name] = t
+            timing.calibrate(t, c.predicted, device, c.impl)
             if best is None or t < best[0]:
-                best = (t, (impl, chunks, peak, exe, pred, lowered, path), out)
-        t, row, out = best
-        row, t, out = self._other_paths(row, t, out, dynamic, seconds, device)
-        impl, chunks, peak, exe, _, _, path = row
-        self._store(key, impl, chunks, exe, dynamic, True)
-        return Decision(impl, chunks, peak, budget, "trial", seconds, path), out
+                best = (t, c, out)
+        t, c, out = best
+        c, t, out = self._other_paths(c, t, out, dynamic, seconds, device)
+        self._store(key, c, dynamic, True)
+        return Decision(c.impl, c.chunks, c.peak, budget, "trial", seconds, c.path), out
 
 
 def rough_bytes(itemsize: int, out_sizes: int, n_params: int, activations: int, result: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 
 from bigntk.empirical._compiler_options import PathJit
-from bigntk.empirical._trees import combine, is_array, partition
+from bigntk.empirical._trees import combine, is_array, is_tracer, partition
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Compiled:
 
 
 def abstract_if_traced(leaf: Any) -> Any:
-    if isinstance(leaf, jax.core.Tracer):
+    if is_tracer(leaf):
         a = jax.typeof(leaf)
         return jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type)
     return leaf

@@ -39,6 +39,8 @@ from typing import Any
 
 import jax
 
+from bigntk.empirical._trees import has_tracer
+
 logger = logging.getLogger(__name__)
 
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
@@ -99,6 +101,12 @@ def first_path(platform: str, lowered: Any) -> str | None:
     return choices[0] if len(choices) == 1 else rule(lowered)
 
 
+def compile_by_rule(lowered: Any, platform: str) -> tuple[Any, str | None]:
+    """``(executable, path)``: ``lowered`` compiled for :func:`first_path` (no timing)."""
+    path = first_path(platform, lowered)
+    return compile_lowered(lowered, path), path
+
+
 def other_paths(platform: str, path: str | None) -> tuple[str, ...]:
     """The paths still worth timing after ``path``."""
     return tuple(p for p in paths(platform) if path is not None and p != path)
@@ -126,10 +134,6 @@ def _is_option_rejected(error: BaseException) -> bool:
     return False
 
 
-def _traced(*trees: Any) -> bool:
-    return any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(trees))
-
-
 class PathJit:
     """``jax.jit(fn, **jit_kwargs)`` that compiles top-level calls for a CPU path.
 
@@ -147,7 +151,7 @@ class PathJit:
 
     def call(self, path: str | None, *args: Any, **kwargs: Any) -> Any:
         opts = options(path)
-        if opts is None or _traced(args, kwargs):
+        if opts is None or has_tracer((args, kwargs)):
             return self.plain(*args, **kwargs)
         if path not in self._tuned:
             self._tuned[path] = jax.jit(self._fn, compiler_options=opts, **self._kwargs)

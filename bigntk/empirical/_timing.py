@@ -18,13 +18,9 @@ import jax
 import numpy as np
 
 from bigntk.empirical._implementation import NtkImplementation
+from bigntk.empirical._trees import is_tracer
 
 logger = logging.getLogger("bigntk.empirical.auto")
-
-
-def _is_tracer(leaf: Any) -> bool:
-    return isinstance(leaf, jax.core.Tracer)
-
 
 #: Rough device throughput (FLOP/s, bytes/s) for compile-only predictions.
 _ROOFLINE = {"cpu": (5e10, 1e10), "gpu": (3e13, 2e12), "cuda": (3e13, 2e12), "tpu": (1e14, 1e12)}
@@ -62,7 +58,7 @@ def calibrate(measured: float, predicted: float | None, device: Any, impl: Any) 
 
 def _stand_in(leaf: Any, rng: np.random.Generator) -> Any:
     """A concrete array with ``leaf``'s shape and dtype (tracers only; others as they are)."""
-    if not _is_tracer(leaf):
+    if not is_tracer(leaf):
         return leaf
     a = jax.typeof(leaf)
     shape, dtype = tuple(a.shape), a.dtype

@@ -17,6 +17,16 @@ def is_array(leaf: Any) -> bool:
     return isinstance(leaf, _ARRAY_TYPES)
 
 
+def is_tracer(leaf: Any) -> bool:
+    """True for a value being traced (under ``jax.jit``, ``jax.vmap``, ...)."""
+    return isinstance(leaf, jax.core.Tracer)
+
+
+def has_tracer(tree: Any) -> bool:
+    """True if any leaf of ``tree`` is being traced."""
+    return any(map(is_tracer, jax.tree.leaves(tree)))
+
+
 def _is_inexact(leaf: Any) -> bool:
     if isinstance(leaf, float | complex):
         return True
