@@ -90,7 +90,7 @@ def build(path: str, shape: str = "sym", trigger: str | None = None, delay: floa
     # stores built separately are compared bit for bit: AUTO may pick differently per store
     kwargs.setdefault("implementation", 1)
     return nt.build_kernel(faulty_mlp(trigger, delay), params, x1, x2, path=str(path),
-                           block_size=BLOCK, vmap_axes=None, progress=False, **kwargs)  # fmt: skip
+                           block_size=BLOCK, vmap_axes=0, progress=False, **kwargs)  # fmt: skip
 
 
 # --- drivers in subprocesses ---------------------------------------------------------------

@@ -190,7 +190,7 @@ def test_killed_worker_is_replaced_and_its_block_recomputed(tmp_path):
 
     def run():
         outcome["result"] = nt.build_kernel(
-            bm.slow_mlp_fn, params, x, path=path, block_size=8, vmap_axes=None, progress=False
+            bm.slow_mlp_fn, params, x, path=path, block_size=8, vmap_axes=0, progress=False
         )
 
     thread = threading.Thread(target=run)
@@ -217,7 +217,7 @@ _DRIVER = textwrap.dedent(
     cloudpickle.register_pickle_by_value(bm)
     impl = int(sys.argv[2]) if len(sys.argv) > 2 else 0  # default: AUTO
     nt.build_kernel(bm.slow_mlp_fn, bm.slow_mlp_params(), bm.data(40), path=sys.argv[1],
-                    block_size=8, vmap_axes=None, progress=False, implementation=impl)
+                    block_size=8, vmap_axes=0, progress=False, implementation=impl)
     """
 )
 

@@ -273,7 +273,7 @@ _DRIVER = textwrap.dedent(
     from tests import builder_models as bm
     cloudpickle.register_pickle_by_value(bm)
     nt.build_kernel(bm.slow_mlp_fn, bm.slow_mlp_params(), bm.data(40), path=sys.argv[1],
-                    block_size=8, vmap_axes=None, progress=False)
+                    block_size=8, vmap_axes=0, progress=False)
     """
 )
 
@@ -295,7 +295,7 @@ def test_second_driver_refused_then_sigkilled_holder_does_not_block_resume(tmp_p
         assert proc.poll() is None and committed >= 2, "the first build finished or never started"
         with jax.enable_x64(False):  # the first driver's float32 parameters, bit for bit
             params, x = bm.slow_mlp_params(), bm.data(40)
-        kw = dict(path=path, block_size=8, vmap_axes=None, progress=False)
+        kw = dict(path=path, block_size=8, vmap_axes=0, progress=False)
         with pytest.raises(StoreLockedError, match=f"pid {proc.pid}"):
             nt.build_kernel(bm.slow_mlp_fn, params, x, **kw)
         assert proc.poll() is None  # the refused driver did not disturb the first one

@@ -22,20 +22,24 @@ import numpy as np
 
 from bigntk.build._checks import check_arguments, check_source_dtypes
 from bigntk.build._checksum import repair as repair_store
-from bigntk.build._compute import kernel_shapes
+from bigntk.build._compute import kernel_probe, kernel_shapes
 from bigntk.build._data import Source, as_source
 from bigntk.build._failures import store_full_errors
 from bigntk.build._fs import check_store_url
+from bigntk.build._identity import params_fingerprint, probe_rows, program_fingerprint
 from bigntk.build._lease import writer_lease
 from bigntk.build._resources import WorkerResources
 from bigntk.build._scheduler import BuildResult, run_blocks
 from bigntk.build._spec import (
+    SPEC_VERSION,
     canonical_kinds,
+    canonical_vmap_axes,
     default_block_size,
-    fingerprint_model,
+    dim_names,
     output_axes,
 )
-from bigntk.build._store import KernelStore
+from bigntk.build._store import KernelStore, check_not_foreign
+from bigntk.empirical._batch import why_not_batch_independent
 from bigntk.empirical._implementation import DEFAULT_NTK_IMPLEMENTATION, as_implementation
 from bigntk.errors import BigNTKError, BuildInputError
 
@@ -66,7 +70,6 @@ def _validate_sources(x1: Source, x2: Source | None) -> None:
             continue
         if len(src.shape) < 1 or src.shape[0] == 0:
             raise BuildInputError(f"{name} must hold at least one example, got shape {src.shape}.")
-        src.check_finite(name)
     if x2 is not None and x1.shape[1:] != x2.shape[1:]:
         raise BuildInputError(
             f"x1 and x2 must have the same feature shape, got {x1.shape[1:]} and {x2.shape[1:]} "
@@ -90,7 +93,8 @@ def _plan_layout(
             "build_kernel needs f to return a single array, got a pytree "
             f"{jax.tree.structure(out)}; build each output separately."
         )
-    diagonal, dims = output_axes(out.ndim, trace_axes, diagonal_axes)
+    axes = output_axes(out.ndim, trace_axes, diagonal_axes)
+    diagonal = 0 in axes.diagonal
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     if diagonal and n1 != n2:
@@ -121,8 +125,97 @@ def _plan_layout(
         "block": block_size,
         "symmetric": x2 is None and not diagonal,
         "diagonal": diagonal,
-        "dims": dims,
+        "dims": dim_names(axes),
+        "trace_axes": list(axes.trace),
+        "diagonal_axes": list(axes.diagonal),
     }
+
+
+def resolve_vmap_axes(f, params, kwargs, x1: Source, x2: Source | None, vmap_axes: Any) -> Any:
+    """``vmap_axes``, or for None the batch axis 0 once proved; else :class:`BuildInputError`.
+
+    A block is a block of the kernel only if each output row depends on its own
+    input row alone: a model that mixes examples (batch statistics, attention
+    across the batch) gives blocks that belong to no kernel. ``None`` asks for
+    the proof ``empirical_kernel_fn`` makes (on two rows of each input).
+    """
+    if vmap_axes is not None:
+        return vmap_axes
+    rows = [x1.read(0, min(2, len(x1)))]
+    if x2 is not None:
+        rows.append(x2.read(0, min(2, len(x2))))
+    if all(len(r) == 1 for r in rows):
+        return 0  # one example: every block is the whole kernel
+    g = lambda p, x: f(p, x, **kwargs)  # noqa: E731 - kwargs are the same for every block
+    reason = why_not_batch_independent(g, rows[0], rows[-1], params, {}, {})
+    if reason is None:
+        return 0
+    raise BuildInputError(
+        "A kernel built block by block needs f to treat examples independently (output "
+        "row i a function of input row i only), and bigntk could not prove that of this f "
+        f"({reason}). A model that mixes examples (batch statistics, attention across the "
+        "batch) has no block-built kernel: compute it in one call with empirical_kernel_fn. "
+        "If f does treat examples independently, say so with vmap_axes=0 (config: "
+        "kernel.vmap_axes: 0)."
+    )
+
+
+def describe_build(
+    f, params, kwargs, s1: Source, s2: Source | None, kinds, trace_axes, diagonal_axes,
+    vmap_axes, implementation, block_size, devices: int, data: tuple[str, str | None],
+) -> tuple[dict, dict, dict]:  # fmt: skip
+    """``(spec, settings, probe)`` of a build: what identifies it, how workers compute it.
+
+    ``spec`` is canonical (see :mod:`bigntk.build._spec`); ``settings`` are the
+    keyword arguments of the workers' ``BlockKernel``; ``probe`` holds a few
+    kernel entries of the first examples (see :mod:`bigntk.build._identity`).
+    ``data`` are the inputs' fingerprints (:meth:`Source.scan`).
+    """
+    layout = _plan_layout(
+        f, params, kwargs, s1, s2, kinds, trace_axes, diagonal_axes, block_size, devices
+    )
+    trace_axes = tuple(layout.pop("trace_axes"))
+    diagonal_axes = tuple(layout.pop("diagonal_axes"))
+    vmap_axes = resolve_vmap_axes(f, params, kwargs, s1, s2, vmap_axes)
+    settings = {
+        "kinds": kinds,
+        "trace_axes": trace_axes,
+        "diagonal_axes": diagonal_axes,
+        "vmap_axes": vmap_axes,
+        "implementation": implementation,
+        "block": layout["block"],
+        "diagonal": layout["diagonal"],
+    }
+    try:
+        x = jax.ShapeDtypeStruct((layout["block"], *s1.shape[1:]), s1.dtype)
+        shapes = kernel_shapes(f, params, kwargs, kinds, trace_axes, diagonal_axes,
+                               vmap_axes, implementation, x, x)  # fmt: skip
+        r1 = s1.read(0, probe_rows(len(s1)))
+        r2 = None if layout["symmetric"] else (s2 or s1).read(0, probe_rows(len(s2 or s1)))
+        probe = kernel_probe(f, params, kwargs, kinds, trace_axes, diagonal_axes, vmap_axes,
+                             implementation, r1, r2)  # fmt: skip
+        program = program_fingerprint(f, params, kwargs, s1.shape[1:], s1.dtype)
+    except BigNTKError:
+        raise
+    except (TypeError, ValueError) as e:  # vmap_axes, dtypes jacrev refuses, ...
+        raise BuildInputError(f"The kernel settings do not fit f: {e}") from e
+    first = shapes[kinds[0]]
+    lead = 1 if layout["diagonal"] else 2
+    layout["out_shape"] = list(first.shape[lead:])
+    layout["dtype"] = str(first.dtype)
+    spec = {
+        "spec_version": SPEC_VERSION,
+        "kinds": list(kinds),
+        "trace_axes": list(trace_axes),
+        "diagonal_axes": list(diagonal_axes),
+        "vmap_axes": canonical_vmap_axes(vmap_axes),
+        "implementation": int(as_implementation(implementation)),
+        "layout": layout,
+        "model": {"program": program, "params": params_fingerprint(params)},
+        "x1": data[0],
+        "x2": data[1],
+    }
+    return spec, settings, {"dtype": layout["dtype"], "values": probe}
 
 
 def build_kernel(
@@ -135,7 +228,7 @@ def build_kernel(
     kinds: Sequence[str] = ("ntk",),
     trace_axes: int | Sequence[int] = (-1,),
     diagonal_axes: int | Sequence[int] = (),
-    vmap_axes: Any = 0,
+    vmap_axes: Any = None,
     implementation: Any = DEFAULT_NTK_IMPLEMENTATION,
     block_size: int | None = None,
     address: str | None = None,
@@ -145,6 +238,8 @@ def build_kernel(
     overwrite: bool = False,
     repair: bool = False,
     lease_wait: float | None = 0.0,
+    data_fingerprint: str = "full",
+    max_worker_deaths: int = 3,
     **kwargs: Any,
 ) -> BuildResult:
     """Build an NTK/NNGP matrix block by block into a Zarr store.
@@ -161,7 +256,10 @@ def build_kernel(
         kinds: kernels to build, from ``('nngp', 'ntk')``.
         trace_axes, diagonal_axes, vmap_axes, implementation: as in
             :func:`bigntk.empirical_kernel_fn`. ``diagonal_axes=(0,)`` builds
-            the per-example diagonal, row-blocked.
+            the per-example diagonal, row-blocked. ``vmap_axes=None`` (the
+            default) proves that ``f`` treats examples independently, and
+            refuses a build it cannot prove it for (a kernel of a model that
+            mixes examples has no blocks); ``vmap_axes=0`` asserts it.
         block_size: rows and columns per block (default: from memory and cost).
         address: Ray address; None starts a local Ray (or uses the one running
             in this process).
@@ -170,11 +268,18 @@ def build_kernel(
             ``WorkerResources``) of ``num_cpus``, ``num_gpus``, ``resources``
             (e.g. ``{"TPU": 4}``) and ``memory_fraction``; see ``bigntk.build._resources``.
         progress: show a progress bar on a terminal.
-        overwrite: replace a store made by a different spec instead of refusing.
+        overwrite: replace a bigntk store made by a different spec instead of
+            refusing (a path holding anything else is never touched).
         repair: first reread every committed block and recompute those whose chunks
             are missing, unreadable, differ from their checksum or hold NaN/inf.
         lease_wait: seconds to wait while another driver holds the store's writer
             lease (None: as long as it takes); 0 refuses at once, naming the holder.
+        data_fingerprint: ``'full'`` hashes every input row (read once per run,
+            with the finiteness check); ``'sample'`` hashes 64 rows, for inputs
+            too large to reread at every resume (an edit elsewhere goes unseen).
+        max_worker_deaths: a block whose worker process dies this many times
+            (killed, out of memory, crashed) stops the build with
+            :class:`~bigntk.errors.BlockFailedError`; committed blocks are kept.
         **kwargs: passed to ``f``.
 
     Returns:
@@ -185,13 +290,22 @@ def build_kernel(
     import ray
 
     check_arguments(path, kinds, implementation, lease_wait)
+    if not isinstance(max_worker_deaths, int) or max_worker_deaths < 1:
+        raise BuildInputError(
+            f"max_worker_deaths must be a positive int, got {max_worker_deaths!r} instead."
+        )
     path = os.fspath(path)
     kinds = canonical_kinds(kinds)
     check_store_url(str(path))
+    check_not_foreign(str(path))
     s1 = as_source(x1, "x1")
     s2 = None if x2 is None else as_source(x2, "x2")
     _validate_sources(s1, s2)
     check_source_dtypes(s1, s2)
+    data = (
+        s1.scan("x1", data_fingerprint),
+        None if s2 is None else s2.scan("x2", data_fingerprint),
+    )
     owned, ray_start_s = False, 0.0
     try:
         owned, ray_start_s = _start_ray(address)
@@ -199,50 +313,19 @@ def build_kernel(
             ray.cluster_resources(), workers
         )
         workers, devices = placement.workers, placement.devices
-        layout = _plan_layout(
-            f, params, kwargs, s1, s2, kinds, trace_axes, diagonal_axes, block_size, devices
-        )
-        settings = {
-            "kinds": kinds,
-            "trace_axes": trace_axes,
-            "diagonal_axes": diagonal_axes,
-            "vmap_axes": vmap_axes,
-            "implementation": implementation,
-            "block": layout["block"],
-            "diagonal": layout["diagonal"],
-        }
-        try:
-            x = jax.ShapeDtypeStruct((layout["block"], *s1.shape[1:]), s1.dtype)
-            kernel_probe = kernel_shapes(f, params, kwargs, kinds, trace_axes, diagonal_axes,
-                                         vmap_axes, implementation, x, x)  # fmt: skip
-        except BigNTKError:
-            raise
-        except (TypeError, ValueError) as e:  # vmap_axes, dtypes jacrev refuses, ...
-            raise BuildInputError(f"The kernel settings do not fit f: {e}") from e
-        first = kernel_probe[kinds[0]]
-        lead = 1 if layout["diagonal"] else 2
-        layout["out_shape"] = list(first.shape[lead:])
-        layout["dtype"] = str(first.dtype)
-        spec = {
-            "kinds": list(kinds),
-            "trace_axes": repr(trace_axes),
-            "diagonal_axes": repr(diagonal_axes),
-            "vmap_axes": repr(vmap_axes),
-            "implementation": int(as_implementation(implementation)),
-            "layout": layout,
-            "model": fingerprint_model(f, params, kwargs),
-            "x1": s1.fingerprint(),
-            "x2": None if s2 is None else s2.fingerprint(),
-        }
+        spec, settings, probe = describe_build(
+            f, params, kwargs, s1, s2, kinds, trace_axes, diagonal_axes, vmap_axes,
+            implementation, block_size, devices, data,
+        )  # fmt: skip
         with store_full_errors(path), writer_lease(path, lease_wait) as lease:  # one writer
             store, resumed = KernelStore.create_or_resume(
-                path, spec, overwrite=overwrite, versions=_versions()
+                path, spec, overwrite=overwrite, versions=_versions(), probe=probe
             )
             lease.hold(store)
             if repair and resumed:
                 repair_store(store)
             return run_blocks(store, (f, params, kwargs), settings, s1, s2, workers, placement,
-                              progress, ray_start_s)  # fmt: skip
+                              progress, ray_start_s, max_worker_deaths)  # fmt: skip
     finally:
         if owned:
             ray.shutdown()

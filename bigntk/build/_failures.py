@@ -35,6 +35,34 @@ def error_summary(e: BaseException) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
+_EXIT = re.compile(r"exit (?:code|status)[ :]*(-?\d+)", re.IGNORECASE)
+_SIGNAL = re.compile(r"\b(SIG[A-Z]+)\b")
+
+
+def death_cause(e: BaseException) -> str:
+    """What killed a worker, as far as Ray tells: out of memory, a signal, an exit code."""
+    text = _ANSI.sub("", str(e))
+    causes = []
+    if isinstance(e, getattr(_ray_exceptions(), "OutOfMemoryError", ())) or re.search(
+        r"out of memory|OOM|memory monitor", text, re.IGNORECASE
+    ):
+        causes.append("out of memory")
+    if m := _EXIT.search(text):
+        causes.append(f"exit code {m.group(1)}")
+    if m := _SIGNAL.search(text):
+        causes.append(f"signal {m.group(1)}")
+    detail = re.search(r"Worker exit detail: ([^\n]*?)(?:\. |$)", text, re.MULTILINE)
+    if detail:
+        causes.append(detail.group(1).strip())
+    return "; ".join(dict.fromkeys(causes)) or error_summary(e)
+
+
+def _ray_exceptions() -> Any:
+    import ray.exceptions
+
+    return ray.exceptions
+
+
 def _committed(path: str) -> str:
     from bigntk.build._store import KernelStore
 

@@ -309,6 +309,12 @@ class StoreLease:
             self.token = None
 
 
+def _exists(path: str) -> bool:
+    from bigntk.build._store import path_exists
+
+    return path_exists(path)
+
+
 def _existing_store_path(path: str, mode: str = "r") -> Any | None:
     """The ``StorePath`` of an existing bigntk store at ``path``, else None."""
     from bigntk.build._store import KernelStore
@@ -319,21 +325,43 @@ def _existing_store_path(path: str, mode: str = "r") -> Any | None:
         return None
 
 
-class WriterLease:
-    """The lease a build holds: taken on an existing store first, then on the one it writes.
+def _new_store_path(path: str) -> Any | None:
+    """The ``StorePath`` where a store is to be created: nothing (or only a lease) is there."""
+    from zarr.core.sync import sync
+    from zarr.storage._common import make_store_path
 
-    ``create_or_resume`` may replace a store (``overwrite``), so the driver
-    takes the lease of an existing store before it, and :meth:`hold` the
-    store it got afterwards (creating the lease on a new store).
+    from bigntk.build._store import creatable
+
+    if not creatable(path):
+        return None  # something else is there: create_or_resume refuses it
+    return sync(make_store_path(str(path), mode="a"))
+
+
+class WriterLease:
+    """The lease a build holds at a store's path, from before the store exists to the end.
+
+    On a path holding a store, the lease of that store; on a path holding
+    nothing, a lease object at the path itself, created before the store is,
+    so that two drivers starting the same new store at once never both create
+    it. ``create_or_resume`` keeps the lease when it replaces a store
+    (``overwrite``); :meth:`hold` then guards the store's manifest commits.
     """
 
     def __init__(self, path: str, wait: float | None, ttl: float = DEFAULT_TTL_S):
         self.path, self.wait, self.ttl = str(path), wait, ttl
         self.lease: StoreLease | None = None
-        existing = _existing_store_path(self.path, mode="r+")
-        if existing is not None:
-            self.lease = StoreLease(existing, self.path, ttl)
-            self.lease.acquire(wait)
+        self._created_path = False
+        where = _existing_store_path(self.path, mode="r+")
+        if where is None:
+            self._created_path = not _exists(self.path)
+            where = _new_store_path(self.path)
+        if where is not None:
+            self.lease = StoreLease(where, self.path, ttl)
+            try:
+                self.lease.acquire(wait)
+            except BaseException:
+                self._tidy()
+                raise
 
     def hold(self, store: Any) -> StoreLease:
         """Hold the lease of ``store`` (a ``KernelStore``); guard its manifest commits."""
@@ -348,6 +376,14 @@ class WriterLease:
     def release(self) -> None:
         if self.lease is not None:
             self.lease.release()
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Remove the empty folders a lease left at a path where no store was created."""
+        from bigntk.build._store import remove_empty_folders
+
+        if self._created_path:
+            remove_empty_folders(self.path)
 
 
 @contextlib.contextmanager

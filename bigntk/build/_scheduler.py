@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from bigntk.build._data import MemorySource
-from bigntk.build._failures import error_summary, start_workers
+from bigntk.build._failures import death_cause, error_summary, start_workers
 from bigntk.build._fs import forwarded_env, source_urls
 from bigntk.build._worker import BlockWorker
 from bigntk.empirical._implementation import NtkImplementation, as_implementation
@@ -78,7 +78,7 @@ def _worker_env() -> dict[str, str]:
 
 
 def run_blocks(
-    store, model, settings, s1, s2, workers, placement, progress, ray_start_s
+    store, model, settings, s1, s2, workers, placement, progress, ray_start_s, max_deaths=3
 ) -> BuildResult:
     """Compute and commit the blocks ``store`` lacks; ``model`` is ``(f, params, kwargs)``."""
     import ray
@@ -110,7 +110,8 @@ def run_blocks(
         new_actor = functools.partial(actor, settings)
         actors, infos = start_workers(new_actor, min(workers, len(pending)))  # all ready
         workers_start_s = time.perf_counter() - start
-        computed, entries = _schedule(store, plan, done, pending, actors, new_actor, bar, skipped)
+        computed, entries = _schedule(store, plan, done, pending, actors, new_actor, bar, skipped,
+                                      max_deaths)  # fmt: skip
         store.update_meta(
             timings={
                 "last_run_s": time.perf_counter() - start,
@@ -178,13 +179,22 @@ def _entries(plan, block: tuple[int, int]) -> int:
     return (r1 - r0) * (c1 - c0) * (2 if mirrored else 1)
 
 
-def _schedule(store, plan, done, pending, actors, new_actor, bar, skipped) -> tuple[int, int]:
-    """Run the pending blocks on ``actors``, replacing dead ones with ``new_actor()``."""
+def _schedule(
+    store, plan, done, pending, actors, new_actor, bar, skipped, max_deaths
+) -> tuple[int, int]:
+    """Run the pending blocks on ``actors``, replacing dead ones with ``new_actor()``.
+
+    A block whose worker dies ``max_deaths`` times (its process killed, out of
+    memory, crashed) stops the build: every death but the block's own may be
+    another's fault, but a block that keeps killing its worker would otherwise
+    loop forever.
+    """
     import ray
 
     in_flight: dict[Any, tuple[tuple[int, int], int, Any, int]] = {}
     load = [0] * len(actors)
     tries: dict[tuple[int, int], int] = {}
+    deaths: dict[tuple[int, int], int] = {}
     to_commit: list[tuple[int, int]] = []
     last_commit = time.perf_counter()
     computed = entries = 0
@@ -202,12 +212,25 @@ def _schedule(store, plan, done, pending, actors, new_actor, bar, skipped) -> tu
             load[a] -= 1
             try:
                 stats = ray.get(ref)
-            except ray.exceptions.RayActorError:
-                logger.warning("A worker died while computing block %s; recomputing it.", block)
-                pending.appendleft(block)
+            except ray.exceptions.RayActorError as e:
                 if actors[a] is handle:  # first of its failed tasks: replace the actor
                     ray.kill(handle)
                     actors[a] = new_actor()
+                deaths[block] = deaths.get(block, 0) + 1
+                if deaths[block] >= max_deaths:
+                    store.commit(np.array(to_commit).reshape(-1, 2), done)
+                    raise BlockFailedError(
+                        f"Block {tuple(map(int, block))} killed its worker {deaths[block]} "
+                        f"times ({death_cause(e)}); the {int(done.sum())} committed blocks are "
+                        f"kept in {store.path}. A block that kills its process usually runs it "
+                        "out of memory: use a smaller block_size (or workers with more memory), "
+                        "then run the same build again to resume."
+                    ) from e
+                logger.warning(
+                    "A worker died while computing block %s (%s); recomputing it.",
+                    block, death_cause(e),
+                )  # fmt: skip
+                pending.appendleft(block)
                 continue
             except ray.exceptions.RayTaskError as e:
                 if attempt >= _MAX_RETRIES:

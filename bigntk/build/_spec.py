@@ -1,48 +1,51 @@
-"""What identifies a build: settings, layout and fingerprints of the model and data.
+"""What identifies a build: settings, layout and fingerprints of the computation and data.
 
-Two runs with the same spec write the same store, so the second resumes the
-first. Fingerprints are cheap: parameters are hashed whole, inputs by shape,
-dtype and a sample of rows (a full hash of a shared-storage dataset would make
-every resume read it all).
+Two runs with the same spec compute the same values, so the second resumes the
+first's store; two runs whose values could differ have different specs. The
+spec is canonical: equal computations spelled differently (``trace_axes=-1``,
+``[-1]`` or ``(1,)`` for outputs of rank 2; ``kinds`` in any order) are one
+spec. The model enters through :mod:`bigntk.build._identity` (its program and
+parameter values), the data through a hash of every row
+(:meth:`bigntk.build._data.Source.scan`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-from collections.abc import Callable
 from typing import Any
 
-import jax
 import numpy as np
 
 from bigntk.empirical._axes import axes_spec
 from bigntk.errors import BuildInputError
 
 KINDS = ("nngp", "ntk")
+SPEC_VERSION = 2  # 1: model fingerprint by name and bytecode, data by 64 sampled rows
 
 
-def fingerprint_model(f: Callable, params: Any, kwargs: dict) -> str:
-    """Hash of ``f``'s name and code, the parameter tree and values, and the kwargs."""
-    h = hashlib.sha256()
-    code = getattr(f, "__code__", None)
-    h.update(getattr(f, "__qualname__", type(f).__name__).encode())
-    if code is not None:
-        h.update(code.co_code)
-    leaves, treedef = jax.tree.flatten((params, kwargs))
-    h.update(str(treedef).encode())
-    for leaf in leaves:
-        if hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
-            a = np.asarray(leaf)
-            h.update(f"{a.shape}{a.dtype}".encode())
-            h.update(np.ascontiguousarray(a).tobytes())
-        else:
-            h.update(repr(leaf).encode())
-    return h.hexdigest()[:16]
+def canonical_vmap_axes(vmap_axes: Any) -> str:
+    """A stable text of resolved batch axes (NT's forms: an int, a pytree, a 3-tuple)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): plain(v[k]) for k in sorted(v, key=str)}
+        if isinstance(v, list | tuple):
+            return [plain(e) for e in v]
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+
+    if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
+        in_axes, out_axes, kw = vmap_axes
+    else:
+        in_axes = out_axes = vmap_axes
+        kw = {}
+    return repr(plain([in_axes, out_axes, kw or {}]))
 
 
 def canonical_kinds(kinds: Any) -> tuple[str, ...]:
+    """``kinds`` as a tuple in the order of :data:`KINDS` (the order given changes nothing)."""
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds or len(set(kinds)) != len(kinds):
@@ -53,8 +56,11 @@ def canonical_kinds(kinds: Any) -> tuple[str, ...]:
     return kinds
 
 
-def output_axes(out_ndim: int, trace_axes: Any, diagonal_axes: Any) -> tuple[bool, list[str]]:
-    """``(diagonal, dims)``: whether the batch axis is diagonal, and the stored dim names."""
+def output_axes(out_ndim: int, trace_axes: Any, diagonal_axes: Any) -> Any:
+    """The canonical axes (an ``AxesSpec``: sorted, non-negative) for outputs of ``out_ndim``.
+
+    Raises :class:`BuildInputError` for axes that do not fit, or a traced batch axis.
+    """
     try:
         spec = axes_spec(out_ndim, trace_axes, diagonal_axes)
     except (TypeError, ValueError) as e:
@@ -65,13 +71,18 @@ def output_axes(out_ndim: int, trace_axes: Any, diagonal_axes: Any) -> tuple[boo
             f"got trace_axes={trace_axes!r} for outputs of rank {out_ndim}. Remove 0 from "
             "trace_axes (a traced batch axis averages the whole kernel into one number)."
         )
+    return spec
+
+
+def dim_names(spec: Any) -> list[str]:
+    """The stored arrays' dimension names for canonical axes ``spec``."""
     dims = []
     for k, side in spec.result_labels():
         if k == 0:
             dims.append("x" if side == 0 else f"x{side}")
         else:
             dims.append(f"out{k}" if side == 0 else f"out{k}_{side}")
-    return 0 in spec.diagonal, dims
+    return dims
 
 
 def default_block_size(n: int, entry_bytes: int, devices: int, per_example_cost: int) -> int:

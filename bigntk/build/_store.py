@@ -20,13 +20,15 @@ import json
 import logging
 import os
 import pathlib
-import shutil
+import time
 from typing import Any
 
 import numpy as np
 import zarr
 
+from bigntk.build._checksum import PREFIX as CHECKSUM_PREFIX
 from bigntk.build._checksum import ChecksumTable, checksum
+from bigntk.build._identity import probe_difference, probe_tolerance
 from bigntk.build._plan import Plan
 from bigntk.errors import NotAStoreError, SpecMismatchError
 
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest"
 _MANIFEST_CHUNK = 512
+_LEASE_NAME = "bigntk.lease"  # manifest/bigntk.lease*: the writer lease (see _lease)
 
 
 def spec_hash(spec: dict) -> str:
@@ -129,41 +132,122 @@ class KernelStore:
 
     @classmethod
     def create_or_resume(
-        cls, path: str, spec: dict, *, overwrite: bool = False, versions: dict | None = None
+        cls,
+        path: str,
+        spec: dict,
+        *,
+        overwrite: bool = False,
+        versions: dict | None = None,
+        probe: dict | None = None,
     ) -> tuple[KernelStore, bool]:
-        """Create the store, or reopen one made by the same spec.
+        """Create the store, or reopen one made by the same computation.
+
+        The same spec resumes, once the ``probe`` (a few kernel entries, see
+        ``_identity``) agrees with the stored one to its tolerance. A JAX or
+        jaxlib upgrade may print the same model's program differently: a store
+        whose spec differs *only* in the model's program, made with other JAX
+        versions, resumes when the probe agrees, and the change is recorded in
+        its attributes (``version_changes``); with the same versions, a changed
+        program is another model. Any other difference refuses, or with
+        ``overwrite`` replaces the store (only a bigntk store is ever replaced,
+        and the writer lease held at its path survives the replacement).
 
         Returns:
             ``(store, resumed)``.
 
         Raises:
-            NotAStoreError: ``path`` exists and is not a bigntk store.
-            SpecMismatchError: the store was made by another spec (and not ``overwrite``).
+            NotAStoreError: ``path`` holds something other than a bigntk store.
+            SpecMismatchError: the store was made by another computation (and not
+                ``overwrite``).
         """
+        versions = versions or {}
         digest = spec_hash(spec)
-        exists = _path_exists(path)
-        if exists:
-            try:
-                store = cls.open(path, mode="r+")
-            except NotAStoreError:
-                if not overwrite:
-                    raise
-                store = None
-            if store is not None and store.spec_hash == digest:
+        check_not_foreign(path)
+        store = cls.open(path, mode="r+") if _store_exists(path) else None
+        if store is not None:
+            why = store._why_not_resumable(spec, digest, versions, probe)
+            if why is None:
                 remove_partial_files(path)
                 return store, True
             if not overwrite:
-                raise SpecMismatchError(_mismatch_message(path, store.spec, spec))
-            _remove(path)
-        return cls._create(path, spec, digest, versions or {}), False
+                raise SpecMismatchError(why)
+            _remove_store(store)
+        return cls._create(path, spec, digest, versions, probe), False
+
+    def _why_not_resumable(
+        self, spec: dict, digest: str, versions: dict, probe: dict | None
+    ) -> str | None:
+        """None when ``spec`` (with ``probe``) may resume this store; else the refusal."""
+        meta = self.meta
+        if "spec_version" in spec and "spec_version" not in self.spec:
+            return (
+                f"The kernel store at {self.path} was made by an earlier bigntk whose "
+                "fingerprints could not tell models apart (by name and bytecode) and sampled "
+                "64 rows of the data, so it cannot be shown to hold this computation. Nothing "
+                "was overwritten. Use another path, or pass overwrite=True (--overwrite) to "
+                "rebuild it."
+            )
+        changed = _differences(self.spec, spec)
+        upgraded = {k: (meta.get("versions", {}).get(k), versions.get(k)) for k in _JAX}
+        upgraded = {k: v for k, v in upgraded.items() if v[0] != v[1] and v[1] is not None}
+        if changed and changed != ["model.program"]:
+            return _mismatch_message(self.path, changed, self.spec, spec)
+        if changed and not upgraded:
+            return (
+                f"The kernel store at {self.path} was made by another model: its program "
+                "(the jaxpr of f's derivatives, with its constants: activations, W_std, "
+                "closure constants, keyword arguments) differs from this one's, with the same "
+                "parameters and data, on the same JAX. Nothing was overwritten. Use another "
+                "path, or pass overwrite=True (--overwrite) to replace it."
+            )
+        difference = None
+        stored_probe = meta.get("probe")
+        if probe is not None and stored_probe is not None:
+            difference = probe_difference(stored_probe["values"], probe["values"])
+            tolerance = probe_tolerance(stored_probe["dtype"])
+            if not difference <= tolerance:
+                return (
+                    f"The kernel store at {self.path} holds other values than this build "
+                    f"computes: a few kernel entries of the first examples differ by "
+                    f"{difference:.3g} (relative to the largest; tolerance {tolerance:g}). "
+                    "The spec matches, so the change is one bigntk's fingerprint cannot see "
+                    "(a host callback's arguments, a custom_vjp's backward function"
+                    + (", or " + _describe_upgrade(upgraded) if upgraded else "")
+                    + "). Nothing was overwritten. Use another path, or pass overwrite=True "
+                    "(--overwrite) to replace it."
+                )
+        if upgraded:
+            record = {
+                "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                "versions": {k: {"stored": a, "now": b} for k, (a, b) in upgraded.items()},
+                "program_changed": bool(changed),
+                "probe_max_rel_diff": difference,
+            }
+            logger.warning(
+                "Resuming %s across %s%s; the probe agrees to %s. Recorded in the store's "
+                "attributes (version_changes).", self.path, _describe_upgrade(upgraded),
+                " (the model's program prints differently)" if changed else "", difference,
+            )  # fmt: skip
+            updates: dict[str, Any] = {
+                "version_changes": [*meta.get("version_changes", []), record],
+                "versions": {**meta.get("versions", {}), **versions},
+            }
+            if changed:
+                updates.update(spec=spec, spec_hash=digest)
+                self.spec, self.spec_hash = spec, digest
+            self.update_meta(**updates)
+        return None
 
     @classmethod
-    def _create(cls, path: str, spec: dict, digest: str, versions: dict) -> KernelStore:
+    def _create(
+        cls, path: str, spec: dict, digest: str, versions: dict, probe: dict | None
+    ) -> KernelStore:
         layout = spec["layout"]
         plan = Plan(
             layout["n1"], layout["n2"], layout["block"], layout["symmetric"], layout["diagonal"]
         )
-        group = zarr.open_group(str(path), mode="w")
+        # "a", not "w": never clear the path (this driver's writer lease is there)
+        group = zarr.open_group(str(path), mode="a", zarr_format=3)
         lead = (layout["n1"],) if plan.diagonal else (layout["n1"], layout["n2"])
         chunk_lead = (plan.block,) if plan.diagonal else (plan.block, plan.block)
         out = tuple(layout["out_shape"])
@@ -193,6 +277,7 @@ class KernelStore:
             "spec_hash": digest,
             "versions": versions,
             "timings": {},
+            **({"probe": probe} if probe is not None else {}),
         }
         return cls(group, path)
 
@@ -264,6 +349,23 @@ class KernelStore:
         return dict(self.group.attrs)["bigntk"]
 
 
+_JAX = ("jax", "jaxlib")
+
+
+def _describe_upgrade(upgraded: dict) -> str:
+    return ", ".join(f"{k} {a} -> {b}" for k, (a, b) in upgraded.items())
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the entries where two specs differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 def _path_exists(path: str) -> bool:
     if _is_local(path):
         p = _local_path(path)
@@ -274,23 +376,107 @@ def _path_exists(path: str) -> bool:
     return fs.exists(root)
 
 
-def _remove(path: str) -> None:
+def _store_exists(path: str) -> bool:
+    """A bigntk store (its group metadata) is at ``path``."""
+    return _path_exists(path) and _entries(path) != [] and "zarr.json" in _entries(path)
+
+
+def _entries(path: str) -> list[str]:
+    """Top-level names under ``path`` ([] for a file or nothing)."""
     if _is_local(path):
         p = _local_path(path)
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-        return
+        return sorted(e.name for e in p.iterdir()) if p.is_dir() else []
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(str(path))
-    fs.rm(root, recursive=True)
+    if not fs.isdir(root):
+        return []
+    return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False))
 
 
-def _mismatch_message(path: str, old: dict, new: dict) -> str:
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    details = "; ".join(f"{k}: stored {old.get(k)!r}, requested {new.get(k)!r}" for k in keys[:5])
+def _lease_only(path: str) -> bool:
+    """Only the writer lease is at ``path``: a store being created (or whose creator died)."""
+    if _entries(path) != [MANIFEST]:
+        return False
+    if _is_local(path):
+        names = [e.name for e in (_local_path(path) / MANIFEST).iterdir()]
+    else:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(path))
+        names = [e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(f"{root}/{MANIFEST}")]
+    return all(n.startswith(_LEASE_NAME) for n in names)
+
+
+def path_exists(path: str) -> bool:
+    """Something (a file, a non-empty folder, an object prefix) is at ``path``."""
+    return _path_exists(path)
+
+
+def creatable(path: str) -> bool:
+    """Nothing is at ``path``, or only a writer lease: a store may be created there."""
+    return not _path_exists(path) or _lease_only(path)
+
+
+def remove_empty_folders(path: str) -> None:
+    """Remove ``path`` and the folders under it if they hold no file (local paths only)."""
+    if not _is_local(path) or not _local_path(path).is_dir():
+        return
+    root = _local_path(path)
+    for folder, _, _ in sorted(os.walk(root), reverse=True):
+        if not os.listdir(folder):
+            os.rmdir(folder)
+
+
+def check_not_foreign(path: str) -> None:
+    """Refuse a path holding anything but a bigntk store (or nothing, or only its lease).
+
+    Raises:
+        NotAStoreError: naming what is there; nothing at ``path`` is touched.
+    """
+    if creatable(path):
+        return
+    KernelStore.open(path)  # raises NotAStoreError naming what it is
+    foreign = [e for e in _entries(path) if e not in _store_names(path)]
+    if foreign:
+        raise NotAStoreError(
+            f"{path} holds a bigntk kernel store and other entries ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}). bigntk replaces or resumes only a path "
+            "that holds its own store and nothing else; move those entries out first. Nothing "
+            "was touched."
+        )
+
+
+def _store_names(path: str) -> set[str]:
+    meta = KernelStore.open(path).meta
+    kinds = meta["spec"]["kinds"]
+    return {"zarr.json", MANIFEST, *kinds, *(CHECKSUM_PREFIX + k for k in kinds)}
+
+
+def _remove_store(store: KernelStore) -> None:
+    """Delete every key of ``store`` except its writer lease (held by this driver)."""
+    from zarr.core.sync import sync
+
+    zstore = store.group.store_path.store
+    root = store.group.store_path.path
+
+    async def keys() -> list[str]:
+        return [k async for k in zstore.list_prefix(root)]
+
+    for key in sync(keys()):
+        relative = key[len(root) :].lstrip("/") if root else key
+        if not relative.startswith(f"{MANIFEST}/{_LEASE_NAME}"):
+            sync(zstore.delete(key))
+    remove_empty_folders(store.path)  # left by the deleted chunks (the lease's stays)
+
+
+def _mismatch_message(path: str, keys: list[str], old: dict, new: dict) -> str:
+    def get(spec: dict, key: str) -> Any:
+        for part in key.split("."):
+            spec = spec.get(part) if isinstance(spec, dict) else None
+        return spec
+
+    details = "; ".join(f"{k}: stored {get(old, k)!r}, requested {get(new, k)!r}" for k in keys[:5])
     return (
         f"The kernel store at {path} was built with a different spec ({details}). Nothing was "
         "overwritten. Use another path, or pass overwrite=True (--overwrite) to replace it."

@@ -347,30 +347,38 @@ def _prove(f: Any, sp: SplitParams, x: Any, kw: dict) -> None:
             raise _NoProof("an output is not batched along axis 0")
 
 
-def infer_vmap_axes(f: Any, x1: Any, x2: Any, params: Any, kw1: dict, kw2: dict) -> int | None:
-    """0 when ``vmap_axes=0`` is proved to give the same kernels for this call, else None."""
+def why_not_batch_independent(f: Any, x1: Any, x2: Any, params: Any, kw1: dict,
+                              kw2: dict) -> str | None:  # fmt: skip
+    """None when ``vmap_axes=0`` is proved to give the same kernels for this call, else why not."""
     sides = [(x1, kw1)] if x2 is x1 and kw1 is kw2 else [(x1, kw1), (x2, kw2)]
     for x, kw in sides:
         leaves = jax.tree.leaves(x)
         if not leaves or not all(is_array(v) and np.ndim(v) >= 1 for v in leaves):
-            return None
+            return "the inputs are not arrays with a batch axis"
         if len({np.shape(v)[0] for v in leaves}) != 1:
-            return None
+            return "the input leaves have different batch sizes"
         if any(is_array(v) for v in jax.tree.leaves(kw)):
-            return None  # keyword arguments with arrays: their batch axes are unknown
+            return "keyword arguments hold arrays, whose batch axes are unknown"
     if all(np.shape(jax.tree.leaves(x)[0])[0] == 1 for x, _ in sides):
-        return None  # nothing to gain
+        return "one example per side: nothing to prove"
     sp = SplitParams(params)
     if not sp.diff:
-        return None
+        return "f has no differentiable parameters"
     try:
         for x, kw in sides:
             _prove(f, sp, x, kw)
     except _NoProof as e:
-        logger.debug("vmap_axes stays None: %s", e)
-        return None
+        return str(e)
     except Exception as e:  # noqa: BLE001 - the proof is an optimisation, never an error
-        logger.debug("vmap_axes stays None: tracing for the proof failed (%r)", e)
+        return f"tracing f for the proof failed ({e!r})"
+    return None
+
+
+def infer_vmap_axes(f: Any, x1: Any, x2: Any, params: Any, kw1: dict, kw2: dict) -> int | None:
+    """0 when ``vmap_axes=0`` is proved to give the same kernels for this call, else None."""
+    reason = why_not_batch_independent(f, x1, x2, params, kw1, kw2)
+    if reason is not None:
+        logger.debug("vmap_axes stays None: %s", reason)
         return None
     logger.debug("vmap_axes=None: proved batch-independent; computing with vmap_axes=0")
     return 0
