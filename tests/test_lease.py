@@ -202,6 +202,35 @@ def test_writer_lease_survives_overwrite_and_ignores_non_stores(tmp_path):
     assert holder(store.path) is None
 
 
+def test_creating_a_new_store_is_under_the_lease_too(tmp_path):
+    """Two drivers starting the same new store at once: the second waits or is refused."""
+    from tests.test_store import _spec
+
+    path = str(tmp_path / "new.zarr")
+    with writer_lease(path) as first:
+        assert first.lease is not None and holder_token(path) == first.lease.token
+        with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}"), writer_lease(path):
+            pass
+        store, resumed = KernelStore.create_or_resume(path, _spec())
+        assert not resumed
+        first.hold(store)
+        assert holder(path)["token"] == first.lease.token  # the same lease, now the store's
+    assert holder(path) is None
+    # a path where no store got created is left as it was: nothing
+    with writer_lease(str(tmp_path / "never.zarr")):
+        pass
+    assert not (tmp_path / "never.zarr").exists()
+
+
+def holder_token(path):
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+    from zarr.storage import LocalStore
+
+    raw = sync(LocalStore(path).get(LEASE_KEY, prototype=default_buffer_prototype()))
+    return json.loads(raw.to_bytes())["token"]
+
+
 # --- object stores (no atomic create-if-absent: write, then read back) -----------------------
 
 

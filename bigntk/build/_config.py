@@ -52,6 +52,7 @@ class BuildConfig:
     address: str | None
     workers: int | None
     worker_resources: dict = dataclasses.field(default_factory=dict)
+    data_fingerprint: str = "full"
 
     def load_data(self) -> tuple[Source, Source | None]:
         """The data sources ``(x1, x2)``; built-in datasets are loaded into memory."""
@@ -73,6 +74,7 @@ class BuildConfig:
             "workers": self.workers,
             "worker_resources": self.worker_resources or None,
             "overwrite": self.overwrite,
+            "data_fingerprint": self.data_fingerprint,
         }
 
 

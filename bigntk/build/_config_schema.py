@@ -16,8 +16,11 @@ Schema (every section but ``model``, ``data`` and ``output`` may be left out)::
                             # built-in: {builtin: digits, split: train|test|all, n: 1000}
                             #           {builtin: synthetic, shape: [N, 32, 32, 3], seed: 0}
       x2: null              # null: the symmetric K(x1, x1); else the same forms as x1
-    kernel: {kinds: [ntk], trace_axes: [-1], diagonal_axes: [], vmap_axes: 0,
-             implementation: auto}       # as in bigntk.empirical_kernel_fn (0 = auto)
+      fingerprint: full     # full: hash every row (at each run); sample: 64 rows (see
+                            # bigntk.build_kernel's data_fingerprint)
+    kernel: {kinds: [ntk], trace_axes: [-1], diagonal_axes: [], vmap_axes: null,
+             implementation: auto}       # as in bigntk.empirical_kernel_fn (0 = auto);
+                                         # vmap_axes null: prove batch independence
     tiling: {block_size: null}           # null: chosen from memory and cost
     output: {path: "kernels/k.zarr", overwrite: false}
     ray: {address: null, workers: null}  # null address: a new local Ray
@@ -51,7 +54,7 @@ from bigntk.errors import ConfigError
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("stax", "entry_point", "args", "seed"),
-    "data": ("x1", "x2"),
+    "data": ("x1", "x2", "fingerprint"),
     "kernel": ("kinds", "trace_axes", "diagonal_axes", "vmap_axes", "implementation"),
     "tiling": ("block_size",),
     "output": ("path", "overwrite"),
@@ -91,6 +94,9 @@ def validate(raw: Any) -> dict[str, Any]:
         "address": _optional_str("ray.address", ray.get("address")),
         "workers": _optional_int("ray.workers", ray.get("workers")),
         "worker_resources": _parse_worker_resources(ray),
+        "data_fingerprint": _choice(
+            "data.fingerprint", data.get("fingerprint", "full"), ("full", "sample")
+        ),  # fmt: skip
     }
 
 
@@ -235,9 +241,13 @@ def _parse_kernel(kernel: dict) -> dict:
         impl = names[impl.lower()]
     elif not (_is_int(impl) and impl in names.values()):
         fail("kernel.implementation", impl, f"one of {sorted(names.values())} or {list(names)}")
-    vmap_axes = kernel.get("vmap_axes", 0)
+    vmap_axes = kernel.get("vmap_axes")
     if vmap_axes is not None and not _is_int(vmap_axes):
-        fail("kernel.vmap_axes", vmap_axes, "an int (the batch axis) or null (no vmap)")
+        fail(
+            "kernel.vmap_axes",
+            vmap_axes,
+            "an int (the batch axis, asserting examples are independent) or null (prove it)",
+        )
     return {
         "kinds": tuple(kinds),
         "trace_axes": _axes("kernel.trace_axes", kernel.get("trace_axes", [-1])),
@@ -277,6 +287,12 @@ def _check_keys(field: str, mapping: dict, valid: tuple[str, ...]) -> None:
             hint = f"; did you mean {close!r}?" if close else "."
             where = f"{field}.{key}" if field else str(key)
             raise ConfigError(f"{where}: unknown key{hint} Valid keys here: {', '.join(valid)}.")
+
+
+def _choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        fail(field, value, f"one of {list(choices)}")
+    return value
 
 
 def _is_int(value: Any) -> bool:

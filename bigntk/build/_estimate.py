@@ -23,7 +23,7 @@ import numpy as np
 
 from bigntk.build._compute import BlockKernel
 from bigntk.build._config import BuildConfig
-from bigntk.build._driver import _plan_layout
+from bigntk.build._driver import _plan_layout, resolve_vmap_axes
 from bigntk.build._plan import Plan
 from bigntk.errors import BuildInputError
 
@@ -132,8 +132,9 @@ def estimate(
     )  # fmt: skip
     plan = Plan(layout["n1"], layout["n2"], layout["block"], layout["symmetric"],
                 layout["diagonal"])  # fmt: skip
+    vmap_axes = resolve_vmap_axes(f, params, {}, x1, x2, k["vmap_axes"])  # as the build would
     kernel = BlockKernel(
-        f, params, k["kinds"], k["trace_axes"], k["diagonal_axes"], k["vmap_axes"],
+        f, params, k["kinds"], k["trace_axes"], k["diagonal_axes"], vmap_axes,
         k["implementation"], plan.block, diagonal=plan.diagonal, devices=jax.local_devices()[:1],
     )  # fmt: skip
     info = kernel.out_info(x1.shape[1:], x1.dtype)

@@ -35,26 +35,37 @@ def error_summary(e: BaseException) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-_EXIT = re.compile(r"exit (?:code|status)[ :]*(-?\d+)", re.IGNORECASE)
-_SIGNAL = re.compile(r"\b(SIG[A-Z]+)\b")
+_FIELD = re.compile(r"^\s*(pid|ip): (\S+)$", re.MULTILINE)
+_EXIT_TYPE = re.compile(r"Worker exit type: (\S+)")
+_EXIT_DETAIL = re.compile(r"Worker exit detail: (.*?\.)(?: |$)")
+_RAY_OOM = re.compile(r"low on memory|memory monitor|OutOfMemory", re.IGNORECASE)
 
 
 def death_cause(e: BaseException) -> str:
-    """What killed a worker, as far as Ray tells: out of memory, a signal, an exit code."""
+    """What Ray says killed a worker: its pid and host, the exit type and detail.
+
+    Ray names out-of-memory kills by its own memory monitor; a process killed
+    by the kernel (its OOM killer, a segfault) or that exits on its own reaches
+    Ray as a lost connection, and is described as such, never guessed at.
+    """
     text = _ANSI.sub("", str(e))
-    causes = []
-    if isinstance(e, getattr(_ray_exceptions(), "OutOfMemoryError", ())) or re.search(
-        r"out of memory|OOM|memory monitor", text, re.IGNORECASE
-    ):
-        causes.append("out of memory")
-    if m := _EXIT.search(text):
-        causes.append(f"exit code {m.group(1)}")
-    if m := _SIGNAL.search(text):
-        causes.append(f"signal {m.group(1)}")
-    detail = re.search(r"Worker exit detail: ([^\n]*?)(?:\. |$)", text, re.MULTILINE)
-    if detail:
-        causes.append(detail.group(1).strip())
-    return "; ".join(dict.fromkeys(causes)) or error_summary(e)
+    fields = dict(_FIELD.findall(text))
+    parts = []
+    if "pid" in fields:
+        parts.append(
+            f"worker pid {fields['pid']}" + (f" on {fields['ip']}" if "ip" in fields else "")
+        )
+    if isinstance(e, getattr(_ray_exceptions(), "OutOfMemoryError", ())) or _RAY_OOM.search(text):
+        parts.append("out of memory: killed by Ray's memory monitor")
+    kind, detail = _EXIT_TYPE.search(text), _EXIT_DETAIL.search(text)
+    if kind or detail:
+        parts.append(": ".join(m.group(1) for m in (kind, detail) if m))
+    if not parts:
+        return error_summary(e)
+    if not _RAY_OOM.search(text):
+        parts.append("a kernel OOM kill or a crash looks like this too: see the node's dmesg "
+                     "and the worker's log in Ray's session logs")  # fmt: skip
+    return "; ".join(parts)
 
 
 def _ray_exceptions() -> Any:

@@ -185,16 +185,18 @@ def _schedule(
     """Run the pending blocks on ``actors``, replacing dead ones with ``new_actor()``.
 
     A block whose worker dies ``max_deaths`` times (its process killed, out of
-    memory, crashed) stops the build: every death but the block's own may be
-    another's fault, but a block that keeps killing its worker would otherwise
-    loop forever.
+    memory, crashed) stops the build; a block that keeps killing its worker
+    would otherwise loop forever. An actor runs one task at a time, so a death
+    is counted against the oldest block in flight on it (the one running);
+    the blocks queued behind it are only requeued.
     """
     import ray
 
-    in_flight: dict[Any, tuple[tuple[int, int], int, Any, int]] = {}
+    in_flight: dict[Any, tuple[tuple[int, int], int, Any, int, int]] = {}
     load = [0] * len(actors)
     tries: dict[tuple[int, int], int] = {}
     deaths: dict[tuple[int, int], int] = {}
+    submitted = 0
     to_commit: list[tuple[int, int]] = []
     last_commit = time.perf_counter()
     computed = entries = 0
@@ -204,23 +206,28 @@ def _schedule(
             block = pending.popleft()
             a = int(np.argmin(load))
             ref = actors[a].compute.remote(*map(int, block))
-            in_flight[ref] = (block, a, actors[a], tries.get(block, 0))
+            in_flight[ref] = (block, a, actors[a], tries.get(block, 0), submitted)
+            submitted += 1
             load[a] += 1
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
         for ref in ready:
-            block, a, handle, attempt = in_flight.pop(ref)
+            block, a, handle, attempt, order = in_flight.pop(ref)
             load[a] -= 1
             try:
                 stats = ray.get(ref)
             except ray.exceptions.RayActorError as e:
-                if actors[a] is handle:  # first of its failed tasks: replace the actor
-                    ray.kill(handle)
-                    actors[a] = new_actor()
-                deaths[block] = deaths.get(block, 0) + 1
-                if deaths[block] >= max_deaths:
+                pending.appendleft(block)
+                if actors[a] is not handle:  # a later task of an actor already replaced
+                    continue
+                ray.kill(handle)
+                actors[a] = new_actor()
+                running = min([(order, block)] + [(v[4], v[0]) for v in in_flight.values()
+                                                  if v[2] is handle])[1]  # fmt: skip
+                deaths[running] = deaths.get(running, 0) + 1
+                if deaths[running] >= max_deaths:
                     store.commit(np.array(to_commit).reshape(-1, 2), done)
                     raise BlockFailedError(
-                        f"Block {tuple(map(int, block))} killed its worker {deaths[block]} "
+                        f"Block {tuple(map(int, running))} killed its worker {deaths[running]} "
                         f"times ({death_cause(e)}); the {int(done.sum())} committed blocks are "
                         f"kept in {store.path}. A block that kills its process usually runs it "
                         "out of memory: use a smaller block_size (or workers with more memory), "
@@ -228,9 +235,8 @@ def _schedule(
                     ) from e
                 logger.warning(
                     "A worker died while computing block %s (%s); recomputing it.",
-                    block, death_cause(e),
+                    running, death_cause(e),
                 )  # fmt: skip
-                pending.appendleft(block)
                 continue
             except ray.exceptions.RayTaskError as e:
                 if attempt >= _MAX_RETRIES:

@@ -53,7 +53,7 @@ def canonical_kinds(kinds: Any) -> tuple[str, ...]:
             f"kinds must be a non-empty selection of {KINDS} without repeats, got {kinds!r} "
             "instead; e.g. kinds=('ntk',) or kinds=('nngp', 'ntk')."
         )
-    return kinds
+    return tuple(k for k in KINDS if k in kinds)
 
 
 def output_axes(out_ndim: int, trace_axes: Any, diagonal_axes: Any) -> Any:
