@@ -54,7 +54,8 @@ def oracle(f, params, x1, x2, trace_axes=(-1,), diagonal_axes=(), kw1=None, kw2=
         def g(dl):
             it = iter(dl)
             full = [next(it) if d else leaf for d, leaf in zip(is_diff, diff_leaves)]
-            return jax.tree.leaves(f(jax.tree.unflatten(treedef, full), x, **kw))
+            out = f(jax.tree.unflatten(treedef, full), x, **kw)
+            return [jnp.asarray(o) for o in jax.tree.leaves(out)]  # Python floats too
 
         return g
 

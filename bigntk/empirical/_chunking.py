@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from bigntk.empirical._problem import Problem
-from bigntk.empirical._trees import SplitParams, map_prefix
+from bigntk.empirical._trees import SplitParams, prefix_axes
 from bigntk.empirical._vmap import _kwargs_axes, split_static
 
 
@@ -158,21 +158,13 @@ def _by_params(impl: Callable, limit: int, pb: Problem) -> list:
 # --- examples ----------------------------------------------------------------------------
 
 
-class _Axis:
-    """A batch axis (or None) as a pytree leaf."""
-
-    def __init__(self, axis: int | None):
-        self.axis = axis
-
-
 def _batched(pb: Problem, x: Any, kw: dict) -> tuple[list, Callable, dict]:
     """``(leaves with their batch axis, rebuild(leaves) -> (x, kw_dynamic), static kw)``."""
     dyn, static = split_static(kw)
     tree = (x, dyn)
     axes = (pb.vmap.in_axes, _kwargs_axes(pb.vmap, dyn))
     leaves, treedef = jax.tree.flatten(tree)
-    marks = jax.tree.leaves(map_prefix(lambda leaf, ax: _Axis(ax), axes, tree))
-    pairs = [(leaf, m.axis) for leaf, m in zip(leaves, marks, strict=True)]
+    pairs = list(zip(leaves, prefix_axes(axes, tree), strict=True))
 
     def rebuild(new: list) -> tuple[Any, dict]:
         return jax.tree.unflatten(treedef, new)

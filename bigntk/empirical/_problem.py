@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from bigntk.empirical._axes import AxesSpec, Out
 from bigntk.empirical._trees import SplitParams
@@ -44,8 +45,9 @@ class Problem:
     out_axes: list[int] | None
 
     def call(self, diff: list, x: Any, kw: dict) -> list:
-        """Output leaves of ``f`` at differentiated parameters ``diff``."""
-        return jax.tree.leaves(self.f(self.params.rebuild(diff), x, **kw))
+        """Output leaves of ``f`` at differentiated parameters ``diff`` (arrays, even for
+        Python scalars such as a constant ``1.0``)."""
+        return [jnp.asarray(o) for o in jax.tree.leaves(self.f(self.params.rebuild(diff), x, **kw))]
 
     def sides(self) -> tuple[tuple[Any, dict], tuple[Any, dict]]:
         return (self.x1, self.kw1), (self.x2, self.kw2)

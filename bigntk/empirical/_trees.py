@@ -70,6 +70,22 @@ def map_prefix(fn: Callable[[Any, Any], Any], axes: Any, tree: Any) -> Any:
     )
 
 
+class _Axis:
+    """An axis (or None) held as a pytree leaf, so that None is not read as an empty subtree."""
+
+    def __init__(self, axis: Any):
+        self.axis = axis
+
+
+def prefix_axes(axes: Any, tree: Any) -> list:
+    """The axis ``axes`` (a prefix of ``tree``) gives each leaf of ``tree``, in flattening order.
+
+    None in ``axes`` means "no axis" for the leaves below it; None in ``tree`` is an
+    empty subtree (no leaf), as in ``jax.vmap``.
+    """
+    return [m.axis for m in jax.tree.leaves(map_prefix(lambda leaf, ax: _Axis(ax), axes, tree))]
+
+
 def partition(tree: Any, traced: Callable[[Any], bool]) -> tuple[list, tuple]:
     """Split ``tree`` into traced leaves and a hashable description of the rest."""
     leaves, treedef = jax.tree.flatten(tree)

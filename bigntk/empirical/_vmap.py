@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bigntk.empirical._trees import is_array, map_prefix
+from bigntk.empirical._trees import is_array, map_prefix, prefix_axes
 
 
 class VmapAxes(NamedTuple):
@@ -45,17 +45,19 @@ def canonical_vmap_axes(vmap_axes: Any) -> VmapAxes | None:
 
 
 def out_axes_per_leaf(vm: VmapAxes, out_shapes: Any) -> list[int]:
-    """The batch axis of every output leaf (non-negative), in flattening order."""
+    """The batch axis of every output leaf (non-negative), in flattening order.
+
+    None in ``f``'s output is an empty subtree, not a leaf, as in ``jax.vmap``.
+    """
     try:
-        per_leaf = map_prefix(lambda leaf, ax: ax, vm.out_axes, out_shapes)
+        axes = prefix_axes(vm.out_axes, out_shapes)
     except (ValueError, TypeError) as e:
         raise ValueError(
             f"vmap_axes gives output axes {vm.out_axes!r}, which do not match the structure "
             f"of f's output {jax.tree.structure(out_shapes)}: {e}"
         ) from None
-    axes = jax.tree.leaves(per_leaf, is_leaf=lambda a: a is None)
     shapes = jax.tree.leaves(out_shapes)
-    if len(axes) != len(shapes) or any(not isinstance(a, int) for a in axes):
+    if any(not isinstance(a, int) for a in axes):
         raise ValueError(
             f"vmap_axes must give an int batch axis for every output leaf, got out_axes="
             f"{vm.out_axes!r} for outputs of shapes {[s.shape for s in shapes]}."
