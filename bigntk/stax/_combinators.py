@@ -9,7 +9,10 @@ key gives the same parameters and the same dropout masks as Neural Tangents:
   ``rng`` keyword into one key per layer (``None`` for all when absent).
 * ``parallel``: params are a ``tuple`` (one entry per branch), output shapes a
   ``tuple``; keys are ``split(rng, n_layers)``.
-* ``FanOut``, ``FanInSum``, ``FanInConcat``: params ``()``.
+* ``repeat(layer, n)``: params are ``layer``'s params stacked along a new
+  leading axis of size ``n`` (drawn in a ``lax.scan`` that splits ``rng,
+  layer_rng = split(rng)`` before each copy); ``apply_fn`` scans over them.
+* ``FanOut``, ``FanInSum``, ``FanInProd``, ``FanInConcat``: params ``()``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import jax.numpy as jnp
 from bigntk.errors import LayerArgumentError, UnsupportedLayerError
 from bigntk.stax._closed_form import KernelState
 from bigntk.stax._layer import KernelFn, Layer
+from bigntk.stax._masking import and_masks, concat_masks, masked
 
-__all__ = ["FanInConcat", "FanInSum", "FanOut", "parallel", "serial"]
+__all__ = ["FanInConcat", "FanInProd", "FanInSum", "FanOut", "parallel", "repeat", "serial"]
 
 
 def _split(rng: jax.Array | None, num: int) -> Sequence[jax.Array | None]:
@@ -66,6 +70,60 @@ def serial(*layers: Layer) -> Layer:
         return state
 
     return init_fn, apply_fn, KernelFn("serial", transform)
+
+
+def repeat(layer: Layer, n: int) -> Layer:
+    """Apply ``layer`` ``n`` times in a ``lax.scan`` (faster to compile than ``serial``).
+
+    Same function as ``serial(*[layer] * n)`` with independent params per copy,
+    but a different parameter layout (see the module docstring). ``layer`` must
+    keep the shape of its inputs. As in Neural Tangents, every copy receives the
+    same keyword arguments, ``rng`` included.
+
+    Args:
+        layer: an ``(init_fn, apply_fn, kernel_fn)`` triple whose output shape
+            equals its input shape.
+        n: number of copies, ``n >= 0``.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)``. Params: ``layer``'s param tree with
+        each leaf stacked to shape ``(n, *leaf.shape)``. ``kernel_fn`` applies
+        ``layer``'s closed form ``n`` times, where it has one.
+    """
+    _unzip([layer], "repeat")  # a clear error unless a triple
+    init_one, apply_one, kernel_one = layer
+    if n < 0:
+        raise LayerArgumentError(f"expected repeat count n >= 0, got n={n} instead.")
+
+    def init_fn(rng: jax.Array, input_shape: Any) -> tuple[Any, Any]:
+        output_shape, _ = init_one(rng, input_shape)
+        if tuple(output_shape) != tuple(input_shape):
+            raise LayerArgumentError(
+                f"repeat expected a layer keeping its input shape {tuple(input_shape)}, "
+                f"got output shape {tuple(output_shape)} instead; use "
+                f"serial(*[layer] * n) for shape-changing layers."
+            )
+
+        def draw(rng: jax.Array, _: None) -> tuple[jax.Array, Any]:
+            rng, layer_rng = jax.random.split(rng)
+            return rng, init_one(layer_rng, input_shape)[1]
+
+        _, params = jax.lax.scan(draw, rng, None, n)
+        return output_shape, params
+
+    def apply_fn(params: Any, inputs: Any, **kwargs: Any) -> Any:
+        def step(x: Any, param: Any) -> tuple[Any, None]:
+            return apply_one(param, x, **kwargs), None
+
+        outputs, _ = jax.lax.scan(step, inputs, params, n)
+        return outputs
+
+    def transform(state: KernelState) -> KernelState:
+        for _ in range(n):
+            state = _child(kernel_one, 0, "repeat").transform(state)
+        return state
+
+    return init_fn, apply_fn, KernelFn("repeat", transform)
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -145,7 +203,27 @@ def FanInSum() -> Layer:
             out = out + x
         return out
 
-    return init_fn, apply_fn, KernelFn("FanInSum", None)
+    return init_fn, masked(apply_fn, and_masks), KernelFn("FanInSum", None)
+
+
+def FanInProd() -> Layer:
+    """Multiply a sequence of inputs of equal shape elementwise.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)`` with params ``()``. ``kernel_fn``
+        raises :class:`~bigntk.errors.UnsupportedLayerError`.
+    """
+
+    def init_fn(rng: jax.Array, input_shape: Sequence[Any]) -> tuple[Any, tuple[()]]:
+        return input_shape[0], ()
+
+    def apply_fn(params: Any, inputs: Sequence[jax.Array], **kwargs: Any) -> jax.Array:
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = out * x
+        return out
+
+    return init_fn, masked(apply_fn, and_masks), KernelFn("FanInProd", None)
 
 
 def FanInConcat(axis: int = -1) -> Layer:
@@ -168,7 +246,10 @@ def FanInConcat(axis: int = -1) -> Layer:
     def apply_fn(params: Any, inputs: Sequence[jax.Array], **kwargs: Any) -> jax.Array:
         return jnp.concatenate(inputs, axis)
 
-    return init_fn, apply_fn, KernelFn("FanInConcat", None)
+    def mask_fn(masks: Sequence[Any], input_shapes: Sequence[Any]) -> Any:
+        return concat_masks(masks, input_shapes, axis)
+
+    return init_fn, masked(apply_fn, mask_fn), KernelFn("FanInConcat", None)
 
 
 def _unzip(layers: Sequence[Layer], name: str) -> tuple[tuple[Any, ...], ...]:

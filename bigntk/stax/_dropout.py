@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from bigntk.errors import LayerArgumentError
 from bigntk.stax._layer import KernelFn, Layer
+from bigntk.stax._masking import masked
 
 __all__ = ["Dropout"]
 
@@ -54,4 +55,4 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
         return jnp.where(keep, inputs / rate, jnp.zeros((), inputs.dtype))
 
     transform = (lambda state: state) if mode == "test" else None
-    return init_fn, apply_fn, KernelFn("Dropout", transform)
+    return init_fn, masked(apply_fn), KernelFn("Dropout", transform)

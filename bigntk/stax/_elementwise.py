@@ -12,6 +12,7 @@ from jax.scipy.special import erf
 
 from bigntk.stax import _closed_form
 from bigntk.stax._layer import KernelFn, Layer, Transform
+from bigntk.stax._masking import masked
 
 __all__ = ["Erf", "Gelu", "Relu", "Tanh"]
 
@@ -25,7 +26,7 @@ def _elementwise(
     def apply_fn(params: Any, inputs: jax.Array, **kwargs: Any) -> jax.Array:
         return fn(inputs)
 
-    return init_fn, apply_fn, KernelFn(name, transform)
+    return init_fn, masked(apply_fn), KernelFn(name, transform)
 
 
 def Relu(do_stabilize: bool = False) -> Layer:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from bigntk.stax._layer import KernelFn, Layer
+from bigntk.stax._masking import masked, masked_mean_var
 
 __all__ = ["LayerNorm"]
 
@@ -39,8 +40,7 @@ def LayerNorm(
     def apply_fn(params: Any, inputs: jax.Array, **kwargs: Any) -> jax.Array:
         axes = (axis,) if isinstance(axis, int) else tuple(axis)
         axes = tuple(a % inputs.ndim for a in axes)
-        mean = jnp.mean(inputs, axis=axes, keepdims=True)
-        var = jnp.var(inputs, axis=axes, keepdims=True)
+        mean, var = masked_mean_var(inputs, axes, kwargs.get("mask"), get_var=True)
         return (inputs - mean) / jnp.sqrt(eps + var)
 
-    return init_fn, apply_fn, KernelFn("LayerNorm", None)
+    return init_fn, masked(apply_fn), KernelFn("LayerNorm", None)

@@ -12,6 +12,7 @@ from jax import lax
 
 from bigntk.errors import LayerArgumentError
 from bigntk.stax._layer import KernelFn, Layer, check_padding, eval_output_shape
+from bigntk.stax._masking import check_channel_mask, masked, masked_mean_var, pool_mask
 
 __all__ = ["AvgPool", "GlobalAvgPool"]
 
@@ -76,7 +77,11 @@ def AvgPool(
     def init_fn(rng: jax.Array, input_shape: Sequence[int]) -> tuple[Any, tuple[()]]:
         return eval_output_shape(window_sum, input_shape, batch_axis=batch_axis), ()
 
-    return init_fn, apply_fn, KernelFn("AvgPool", None)
+    def mask_fn(mask: jax.Array, input_shape: Any) -> jax.Array:
+        check_channel_mask("AvgPool", mask, channel_axis)
+        return pool_mask(mask, window_shape, strides, padding, batch_axis, channel_axis)
+
+    return init_fn, masked(apply_fn, mask_fn), KernelFn("AvgPool", None)
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
@@ -97,6 +102,14 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
         return tuple(d for i, d in enumerate(input_shape) if i not in spatial), ()
 
     def apply_fn(params: Any, inputs: jax.Array, **kwargs: Any) -> jax.Array:
-        return jnp.mean(inputs, axis=_spatial_axes(inputs.ndim, batch_axis, channel_axis))
+        axes = _spatial_axes(inputs.ndim, batch_axis, channel_axis)
+        mask = kwargs.get("mask")
+        if mask is None:
+            return jnp.mean(inputs, axis=axes)
+        return jnp.squeeze(masked_mean_var(inputs, axes, mask)[0], axes)
 
-    return init_fn, apply_fn, KernelFn("GlobalAvgPool", None)
+    def mask_fn(mask: jax.Array, input_shape: Any) -> jax.Array:
+        check_channel_mask("GlobalAvgPool", mask, channel_axis)
+        return jnp.all(mask, axis=_spatial_axes(mask.ndim, batch_axis, channel_axis))
+
+    return init_fn, masked(apply_fn, mask_fn), KernelFn("GlobalAvgPool", None)

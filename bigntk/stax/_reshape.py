@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from bigntk.errors import LayerArgumentError, UnsupportedLayerError
 from bigntk.stax import _closed_form
 from bigntk.stax._layer import KernelFn, Layer
+from bigntk.stax._masking import masked
 
 __all__ = ["Flatten", "Identity"]
 
@@ -29,7 +30,7 @@ def Identity() -> Layer:
     def apply_fn(params: Any, inputs: Any, **kwargs: Any) -> Any:
         return inputs
 
-    return init_fn, apply_fn, KernelFn("Identity", lambda state: state)
+    return init_fn, masked(apply_fn), KernelFn("Identity", lambda state: state)
 
 
 def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
@@ -76,4 +77,8 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
             )
         return _closed_form.flatten(state)
 
-    return init_fn, apply_fn, KernelFn("Flatten", transform)
+    def mask_fn(mask: jax.Array, input_shape: Sequence[int]) -> jax.Array:
+        mask = jnp.broadcast_to(mask, tuple(input_shape))
+        return jnp.moveaxis(mask, batch_axis, -batch_axis_out).reshape(output_shape(mask.shape))
+
+    return init_fn, masked(apply_fn, mask_fn), KernelFn("Flatten", transform)
