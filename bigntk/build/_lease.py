@@ -310,7 +310,7 @@ class StoreLease:
 
 
 def _exists(path: str) -> bool:
-    from bigntk.build._store import path_exists
+    from bigntk.build._paths import path_exists
 
     return path_exists(path)
 
@@ -330,7 +330,7 @@ def _new_store_path(path: str) -> Any | None:
     from zarr.core.sync import sync
     from zarr.storage._common import make_store_path
 
-    from bigntk.build._store import creatable
+    from bigntk.build._paths import creatable
 
     if not creatable(path):
         return None  # something else is there: create_or_resume refuses it
@@ -380,7 +380,7 @@ class WriterLease:
 
     def _tidy(self) -> None:
         """Remove the empty folders a lease left at a path where no store was created."""
-        from bigntk.build._store import remove_empty_folders
+        from bigntk.build._paths import remove_empty_folders
 
         if self._created_path:
             remove_empty_folders(self.path)

@@ -18,9 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import pathlib
-import time
 from typing import Any
 
 import numpy as np
@@ -28,8 +25,18 @@ import zarr
 
 from bigntk.build._checksum import PREFIX as CHECKSUM_PREFIX
 from bigntk.build._checksum import ChecksumTable, checksum
-from bigntk.build._identity import probe_difference, probe_tolerance
+from bigntk.build._lease import LEASE_KEY
+from bigntk.build._paths import (
+    creatable,
+    entries,
+    is_local,
+    local_path,
+    path_exists,
+    remove_empty_folders,
+    remove_partial_files,
+)
 from bigntk.build._plan import Plan
+from bigntk.build._resume import why_not_resumable
 from bigntk.errors import NotAStoreError, SpecMismatchError
 
 logger = logging.getLogger(__name__)
@@ -37,35 +44,11 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest"
 _MANIFEST_CHUNK = 512
-_LEASE_NAME = "bigntk.lease"  # manifest/bigntk.lease*: the writer lease (see _lease)
 
 
 def spec_hash(spec: dict) -> str:
     """A stable hash of a JSON-able build spec."""
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in str(path) or str(path).startswith("file://")
-
-
-def _local_path(path: str) -> pathlib.Path:
-    return pathlib.Path(str(path).removeprefix("file://"))
-
-
-def remove_partial_files(path: str) -> int:
-    """Delete orphan ``*.partial`` files a killed writer left in a local store."""
-    if not _is_local(path):
-        return 0
-    count = 0
-    for root, _, files in os.walk(_local_path(path)):
-        for name in files:
-            if ".partial" in name:
-                os.remove(os.path.join(root, name))
-                count += 1
-    if count:
-        logger.info("Removed %d orphan temporary files from %s.", count, path)
-    return count
 
 
 def mirror_permutation(dims: list[str]) -> tuple[int, ...]:
@@ -109,7 +92,7 @@ class KernelStore:
     @classmethod
     def open(cls, path: str, mode: str = "r") -> KernelStore:
         """Open an existing store; raise :class:`NotAStoreError` if it is not one."""
-        if not (_local_path(path).exists() if _is_local(path) else _path_exists(path)):
+        if not (local_path(path).exists() if is_local(path) else path_exists(path)):
             raise FileNotFoundError(f"No kernel store at {path}: the path does not exist.")
         try:
             # bigntk writes Zarr v3 only; v3 metadata is JSON and names no code to run
@@ -142,15 +125,11 @@ class KernelStore:
     ) -> tuple[KernelStore, bool]:
         """Create the store, or reopen one made by the same computation.
 
-        The same spec resumes, once the ``probe`` (a few kernel entries, see
-        ``_identity``) agrees with the stored one to its tolerance. A JAX or
-        jaxlib upgrade may print the same model's program differently: a store
-        whose spec differs *only* in the model's program, made with other JAX
-        versions, resumes when the probe agrees, and the change is recorded in
-        its attributes (``version_changes``); with the same versions, a changed
-        program is another model. Any other difference refuses, or with
-        ``overwrite`` replaces the store (only a bigntk store is ever replaced,
-        and the writer lease held at its path survives the replacement).
+        Whether a store may be resumed is decided by ``_resume.why_not_resumable``
+        (the same spec and an agreeing probe, or a recorded JAX upgrade). With
+        ``overwrite``, a bigntk store made by another computation is replaced;
+        the writer lease held at its path survives the replacement. Only a
+        bigntk store is ever replaced.
 
         Returns:
             ``(store, resumed)``.
@@ -165,7 +144,7 @@ class KernelStore:
         check_not_foreign(path)
         store = cls.open(path, mode="r+") if _store_exists(path) else None
         if store is not None:
-            why = store._why_not_resumable(spec, digest, versions, probe)
+            why = why_not_resumable(store, spec, digest, versions, probe)
             if why is None:
                 remove_partial_files(path)
                 return store, True
@@ -173,70 +152,6 @@ class KernelStore:
                 raise SpecMismatchError(why)
             _remove_store(store)
         return cls._create(path, spec, digest, versions, probe), False
-
-    def _why_not_resumable(
-        self, spec: dict, digest: str, versions: dict, probe: dict | None
-    ) -> str | None:
-        """None when ``spec`` (with ``probe``) may resume this store; else the refusal."""
-        meta = self.meta
-        if "spec_version" in spec and "spec_version" not in self.spec:
-            return (
-                f"The kernel store at {self.path} was made by an earlier bigntk whose "
-                "fingerprints could not tell models apart (by name and bytecode) and sampled "
-                "64 rows of the data, so it cannot be shown to hold this computation. Nothing "
-                "was overwritten. Use another path, or pass overwrite=True (--overwrite) to "
-                "rebuild it."
-            )
-        changed = _differences(self.spec, spec)
-        upgraded = {k: (meta.get("versions", {}).get(k), versions.get(k)) for k in _JAX}
-        upgraded = {k: v for k, v in upgraded.items() if v[0] != v[1] and v[1] is not None}
-        if changed and changed != ["model.program"]:
-            return _mismatch_message(self.path, changed, self.spec, spec)
-        if changed and not upgraded:
-            return (
-                f"The kernel store at {self.path} was made by another model: its program "
-                "(the jaxpr of f's derivatives, with its constants: activations, W_std, "
-                "closure constants, keyword arguments) differs from this one's, with the same "
-                "parameters and data, on the same JAX. Nothing was overwritten. Use another "
-                "path, or pass overwrite=True (--overwrite) to replace it."
-            )
-        difference = None
-        stored_probe = meta.get("probe")
-        if probe is not None and stored_probe is not None:
-            difference = probe_difference(stored_probe["values"], probe["values"])
-            tolerance = probe_tolerance(stored_probe["dtype"])
-            if not difference <= tolerance:
-                return (
-                    f"The kernel store at {self.path} holds other values than this build "
-                    f"computes: a few kernel entries of the first examples differ by "
-                    f"{difference:.3g} (relative to the largest; tolerance {tolerance:g}). "
-                    "The spec matches, so the change is one bigntk's fingerprint cannot see "
-                    "(a host callback's arguments, a custom_vjp's backward function"
-                    + (", or " + _describe_upgrade(upgraded) if upgraded else "")
-                    + "). Nothing was overwritten. Use another path, or pass overwrite=True "
-                    "(--overwrite) to replace it."
-                )
-        if upgraded:
-            record = {
-                "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                "versions": {k: {"stored": a, "now": b} for k, (a, b) in upgraded.items()},
-                "program_changed": bool(changed),
-                "probe_max_rel_diff": difference,
-            }
-            logger.warning(
-                "Resuming %s across %s%s; the probe agrees to %s. Recorded in the store's "
-                "attributes (version_changes).", self.path, _describe_upgrade(upgraded),
-                " (the model's program prints differently)" if changed else "", difference,
-            )  # fmt: skip
-            updates: dict[str, Any] = {
-                "version_changes": [*meta.get("version_changes", []), record],
-                "versions": {**meta.get("versions", {}), **versions},
-            }
-            if changed:
-                updates.update(spec=spec, spec_hash=digest)
-                self.spec, self.spec_hash = spec, digest
-            self.update_meta(**updates)
-        return None
 
     @classmethod
     def _create(
@@ -349,83 +264,9 @@ class KernelStore:
         return dict(self.group.attrs)["bigntk"]
 
 
-_JAX = ("jax", "jaxlib")
-
-
-def _describe_upgrade(upgraded: dict) -> str:
-    return ", ".join(f"{k} {a} -> {b}" for k, (a, b) in upgraded.items())
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of the entries where two specs differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
-        return out
-    return [] if old == new else [prefix.rstrip(".")]
-
-
-def _path_exists(path: str) -> bool:
-    if _is_local(path):
-        p = _local_path(path)
-        return p.exists() and (p.is_file() or any(p.iterdir()))
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(str(path))
-    return fs.exists(root)
-
-
 def _store_exists(path: str) -> bool:
     """A bigntk store (its group metadata) is at ``path``."""
-    return _path_exists(path) and _entries(path) != [] and "zarr.json" in _entries(path)
-
-
-def _entries(path: str) -> list[str]:
-    """Top-level names under ``path`` ([] for a file or nothing)."""
-    if _is_local(path):
-        p = _local_path(path)
-        return sorted(e.name for e in p.iterdir()) if p.is_dir() else []
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(str(path))
-    if not fs.isdir(root):
-        return []
-    return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False))
-
-
-def _lease_only(path: str) -> bool:
-    """Only the writer lease is at ``path``: a store being created (or whose creator died)."""
-    if _entries(path) != [MANIFEST]:
-        return False
-    if _is_local(path):
-        names = [e.name for e in (_local_path(path) / MANIFEST).iterdir()]
-    else:
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(str(path))
-        names = [e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(f"{root}/{MANIFEST}")]
-    return all(n.startswith(_LEASE_NAME) for n in names)
-
-
-def path_exists(path: str) -> bool:
-    """Something (a file, a non-empty folder, an object prefix) is at ``path``."""
-    return _path_exists(path)
-
-
-def creatable(path: str) -> bool:
-    """Nothing is at ``path``, or only a writer lease: a store may be created there."""
-    return not _path_exists(path) or _lease_only(path)
-
-
-def remove_empty_folders(path: str) -> None:
-    """Remove ``path`` and the folders under it if they hold no file (local paths only)."""
-    if not _is_local(path) or not _local_path(path).is_dir():
-        return
-    root = _local_path(path)
-    for folder, _, _ in sorted(os.walk(root), reverse=True):
-        if not os.listdir(folder):
-            os.rmdir(folder)
+    return path_exists(path) and entries(path) != [] and "zarr.json" in entries(path)
 
 
 def check_not_foreign(path: str) -> None:
@@ -437,7 +278,7 @@ def check_not_foreign(path: str) -> None:
     if creatable(path):
         return
     KernelStore.open(path)  # raises NotAStoreError naming what it is
-    foreign = [e for e in _entries(path) if e not in _store_names(path)]
+    foreign = [e for e in entries(path) if e not in _store_names(path)]
     if foreign:
         raise NotAStoreError(
             f"{path} holds a bigntk kernel store and other entries ({', '.join(foreign[:5])}"
@@ -465,19 +306,6 @@ def _remove_store(store: KernelStore) -> None:
 
     for key in sync(keys()):
         relative = key[len(root) :].lstrip("/") if root else key
-        if not relative.startswith(f"{MANIFEST}/{_LEASE_NAME}"):
+        if not relative.startswith(LEASE_KEY):
             sync(zstore.delete(key))
     remove_empty_folders(store.path)  # left by the deleted chunks (the lease's stays)
-
-
-def _mismatch_message(path: str, keys: list[str], old: dict, new: dict) -> str:
-    def get(spec: dict, key: str) -> Any:
-        for part in key.split("."):
-            spec = spec.get(part) if isinstance(spec, dict) else None
-        return spec
-
-    details = "; ".join(f"{k}: stored {get(old, k)!r}, requested {get(new, k)!r}" for k in keys[:5])
-    return (
-        f"The kernel store at {path} was built with a different spec ({details}). Nothing was "
-        "overwritten. Use another path, or pass overwrite=True (--overwrite) to replace it."
-    )
