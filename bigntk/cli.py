@@ -6,16 +6,19 @@
                              [--repair] [--wait SECONDS]
     bigntk status STORE          # blocks done, kinds, shapes, last run's timings
     bigntk info STORE            # the stored build spec and versions, as YAML
-    bigntk verify CONFIG.yaml [--blocks K] [--seed S] [--set ...]
+    bigntk verify STORE          # checksums, NaN/inf, exact symmetry, PSD of sampled blocks
+    bigntk verify CONFIG.yaml [--blocks K] [--rows R] [--seed S] [--implementation M]
+                              [--tolerance T] [--set ...]  # and recompute sampled entries
     bigntk verify STORE --checksums   # reread every block: missing, damaged, NaN/inf
     bigntk plan CONFIG.yaml [--workers N] [--flops-per-s F] [--no-measure] [--set ...]
     bigntk submit CONFIG.yaml --address http://HEAD:8265 [--set ...] [--pip REQ | --no-pip]
                   [--env NAME[=VALUE]] [--wait]    # the build as a Ray job on a cluster
 
-``verify`` needs the config (the store keeps fingerprints of the model and
-data, not the model and data): it recomputes ``K`` random committed blocks in
-this process, compares them with the stored ones, and checks symmetry and
-positive semi-definiteness where they apply.
+``verify STORE`` runs every check the store alone allows. ``verify CONFIG``
+also needs the model and data (the store keeps only their fingerprints): it
+recomputes sampled entries of ``K`` random committed blocks in this process by
+another method than the build's (the float64 reference by default) and
+compares them within a tolerance.
 
 Exit status: 0 success; 1 a failure (a block failed, a check failed); 2 bad
 input (arguments, config, paths). Errors are one line, without a traceback.

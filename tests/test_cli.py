@@ -11,9 +11,9 @@ import yaml
 import zarr
 
 import bigntk as nt
-from bigntk._cli.verify import _traced
 from bigntk.build import KernelStore, load_builtin, load_config
 from bigntk.build._config import apply_overrides, parse_config
+from bigntk.build._verify import traced
 from bigntk.cli import _print_error, main
 from bigntk.errors import BigNTKError, BuildInputError, ConfigError
 
@@ -342,9 +342,9 @@ def test_overrides_do_not_change_their_input():
 def test_traced_submatrix_for_psd_checks():
     a = np.random.default_rng(0).standard_normal((4, 3))
     full = np.einsum("ik,jl->ijkl", a, a)  # (m, m, out1_1, out1_2)
-    np.testing.assert_allclose(_traced(full, ["x1", "x2", "out1_1", "out1_2"]), a @ a.T)
+    np.testing.assert_allclose(traced(full, ["x1", "x2", "out1_1", "out1_2"]), a @ a.T)
     diag = np.einsum("ik,jk->ijk", a, a)  # (m, m, out1): a diagonal output axis
-    np.testing.assert_allclose(_traced(diag, ["x1", "x2", "out1"]), a @ a.T)
+    np.testing.assert_allclose(traced(diag, ["x1", "x2", "out1"]), a @ a.T)
 
 
 # --- the command, without Ray --------------------------------------------------------------
@@ -419,13 +419,16 @@ def test_build_status_info_verify_and_a_corrupted_block(tmp_path, capsys):
 
     assert main(["info", store]) == 0
     info = yaml.safe_load(capsys.readouterr().out)
-    assert info["spec"]["layout"]["block"] == 8 and info["spec"]["kinds"] == ["ntk", "nngp"]
+    assert info["spec"]["layout"]["block"] == 8 and info["spec"]["kinds"] == ["nngp", "ntk"]
     assert info["versions"]["bigntk"] == nt.__version__ and len(info["spec_hash"]) == 16
 
     assert main(["verify", config, "--blocks", "3", "--seed", "1"]) == 0
     out = capsys.readouterr().out
-    assert "(6/6 blocks committed; checking 3)" in out and "FAIL" not in out
-    assert out.count("recomputed") == 6 and "equals its mirror" in out and "is PSD" in out
+    assert "(6/6 blocks committed); recomputing entries of 3 blocks by the float64" in out
+    auto = KernelStore.open(store).meta["auto_implementation"]  # AUTO as the build decided
+    assert f"(the store was built by {nt.NtkImplementation(auto).name})" in out
+    assert "FAIL" not in out and "mirrors exactly transposed" in out and "is PSD" in out
+    assert out.count("recomputed") == 6
     assert out.strip().endswith("checks passed") and "PASS" in out
 
     # the same command resumes: nothing left to compute; then one forgotten block
@@ -438,7 +441,7 @@ def test_build_status_info_verify_and_a_corrupted_block(tmp_path, capsys):
     assert main(["status", store]) == 0
     assert "5/6 blocks (83.3%), incomplete: run the same build again" in capsys.readouterr().out
     assert main(["verify", config, "--blocks", "10"]) == 0
-    assert "(5/6 blocks committed; checking 5)" in capsys.readouterr().out
+    assert "(5/6 blocks committed); recomputing entries of 5 blocks" in capsys.readouterr().out
     assert main(["build", config, "--no-progress"]) == 0
     assert "1 blocks computed, 5 resumed" in capsys.readouterr().out
 
@@ -448,15 +451,14 @@ def test_build_status_info_verify_and_a_corrupted_block(tmp_path, capsys):
     assert main(["build", config, "--set", "model.seed=1", "--no-progress"]) == 2
     assert "different spec" in capsys.readouterr().err
 
-    # corrupt block (0, 1) of the NTK: recomputation and the mirror check catch it
+    # corrupt block (0, 1) of the NTK: its checksum catches it; the other blocks are recomputed
     arr = zarr.open_array(store, path="ntk", mode="r+")
     arr[0:8, 8:16] = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
     assert main(["verify", config, "--blocks", "10"]) == 1
     out = capsys.readouterr().out
-    assert "(6/6 blocks committed; checking 6)" in out
-    assert "FAIL block (0, 1) ntk recomputed" in out
-    assert "FAIL block (0, 1) equals its mirror (1, 0)" in out
-    assert "ok   block (0, 1) nngp recomputed" in out
+    assert "(6/6 blocks committed); recomputing entries of 5 blocks" in out
+    assert "FAIL block (0, 1) ntk differs" in out and "block (0, 1) nngp recomputed" not in out
+    assert "ok   block (0, 2) ntk recomputed" in out
     assert out.strip().splitlines()[-1].startswith("FAIL: ")
 
     # --overwrite replaces it

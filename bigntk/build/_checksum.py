@@ -13,7 +13,8 @@ checked for missing chunks and NaN/inf, just not against a checksum.
 
 :func:`scan` rereads committed blocks and reports those whose chunk files are
 missing or unreadable, whose values differ from the recorded checksum, or that
-hold NaN/inf; :func:`uncommit` removes them from the manifest (and deletes
+hold NaN/inf (and, asked, symmetric builds' blocks that are not exactly their
+mirror's transpose); :func:`uncommit` removes them from the manifest (and deletes
 their chunk files) so that a resumed build recomputes exactly those.
 """
 
@@ -127,7 +128,8 @@ class Problem:
         block: ``(bi, bj)``.
         kind: ``'ntk'`` or ``'nngp'``.
         what: ``'missing'`` (a chunk file is gone), ``'unreadable'``,
-            ``'differs'`` (checksum mismatch) or ``'nonfinite'`` (NaN/inf).
+            ``'differs'`` (checksum mismatch), ``'nonfinite'`` (NaN/inf) or
+            ``'asymmetric'`` (not exactly its mirror's transpose).
         detail: one line for people.
     """
 
@@ -170,8 +172,14 @@ def _regions(store: Any, bi: int, bj: int) -> list[tuple[tuple[int, ...], tuple[
     return out
 
 
-def check_block(store: Any, kind: str, bi: int, bj: int, expected: int) -> Problem | None:
-    """Reread block ``(bi, bj)`` of ``kind`` (and its mirror); the first problem, if any."""
+def check_block(
+    store: Any, kind: str, bi: int, bj: int, expected: int, symmetry: bool = False
+) -> Problem | None:
+    """Reread block ``(bi, bj)`` of ``kind`` (and its mirror); the first problem, if any.
+
+    ``symmetry``: in a symmetric build, also require the block to equal its
+    mirror's transpose exactly (a diagonal block: its own), as the workers write them.
+    """
     arr = store.array(kind)
     parts = []
     for coords, selection in _regions(store, bi, bj):
@@ -190,11 +198,19 @@ def check_block(store: Any, kind: str, bi: int, bj: int, expected: int) -> Probl
         if got != expected:
             detail = f"{kind} checksum {got:08x}, recorded {expected:08x}"
             return Problem((bi, bj), kind, "differs", detail)
+    if symmetry and store.plan.symmetric and not store.plan.diagonal:
+        from bigntk.build._store import mirror_permutation  # _store imports this module
+
+        mirrored = np.transpose(parts[-1], mirror_permutation(store.dims))
+        if not np.array_equal(parts[0], mirrored):
+            n = int((parts[0] != mirrored).sum())
+            of = "its own transpose" if bi == bj else f"the transpose of its mirror ({bj}, {bi})"
+            return Problem((bi, bj), kind, "asymmetric", f"{n} {kind} values differ from {of}")
     return None
 
 
-def scan(store: Any) -> ScanResult:
-    """Reread every committed block of ``store``; see :class:`Problem`."""
+def scan(store: Any, symmetry: bool = False) -> ScanResult:
+    """Reread every committed block of ``store``; see :class:`Problem` and :func:`check_block`."""
     done = store.plan.mask() & store.committed()
     grids = store.checksums.grids()
     problems, unchecked = [], 0
@@ -203,7 +219,7 @@ def scan(store: Any) -> ScanResult:
         for kind in store.kinds:
             expected = int(grids[kind][bi, bj])
             unchecked += expected == NONE
-            problem = check_block(store, kind, bi, bj, expected)
+            problem = check_block(store, kind, bi, bj, expected, symmetry)
             if problem is not None:
                 problems.append(problem)
     return ScanResult(problems, len(blocks), unchecked)

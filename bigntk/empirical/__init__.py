@@ -15,6 +15,7 @@ from bigntk.empirical._implementation import (
 )
 from bigntk.empirical._implementation import NtkImplementation as NtkImplementation
 from bigntk.empirical._ntk_vp import empirical_ntk_vp_fn as empirical_ntk_vp_fn
+from bigntk.empirical._reference import reference_kernels as reference_kernels
 
 __all__ = [
     "DEFAULT_NTK_IMPLEMENTATION",
@@ -25,4 +26,5 @@ __all__ = [
     "empirical_nngp_fn",
     "empirical_ntk_fn",
     "empirical_ntk_vp_fn",
+    "reference_kernels",
 ]
