@@ -134,6 +134,10 @@ def test_verify_config_recomputes_with_another_method(store, capsys):
     argv = ["verify", config, "--blocks", "1", "--implementation", "structured_derivatives"]
     assert main(argv) == 0
     assert "by STRUCTURED_DERIVATIVES in float64" in capsys.readouterr().out
+    # the store hashed every row; a config hashing 64 rows describes another build
+    assert main(["verify", config, "--set", "data.fingerprint=sample"]) == 1
+    assert "FAIL config matches the store: " in (out := capsys.readouterr().out)
+    assert out.rstrip().endswith("checks passed") and "differs in: x1" in out
     assert main(["verify", config, "--implementation", "jacobian_contraction"]) == 2
     assert "another method than the one that built the store" in capsys.readouterr().err
     # where the reference's Jacobians would be too big: an implementation without Jacobians

@@ -105,7 +105,9 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         x1, x2 = config.load_data()
         f, params = config.load_model(x1.shape[1:])
-        match = checks_of.check_config(store, f, params, x1, x2, config.kernel)
+        match = checks_of.check_config(
+            store, f, params, x1, x2, config.kernel, config.data_fingerprint
+        )
         checks.insert(0, match)
         if match.ok:
             try:

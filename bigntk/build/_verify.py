@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigntk.build._checksum import scan
-from bigntk.build._data import FINGERPRINT_MODES
 from bigntk.empirical import NtkImplementation, empirical_kernel_fn, reference_kernels
 from bigntk.empirical._implementation import as_implementation
 
@@ -141,15 +140,19 @@ def traced(sub: np.ndarray, dims: list[str]) -> np.ndarray:
 # --- with the config ---------------------------------------------------------------------------
 
 
-def _data_matches(stored: Any, source: Any) -> bool:
-    """Whether ``source`` hashes to the stored fingerprint, in either fingerprint mode."""
+def _data_matches(stored: Any, source: Any, mode: str) -> bool:
+    """Whether ``source`` hashes to the stored fingerprint (``mode``: 'full' or 'sample')."""
     if stored is None or source is None:
         return stored is None and source is None
-    return any(source.scan(None, mode) == stored for mode in FINGERPRINT_MODES)
+    return source.scan(None, mode) == stored
 
 
-def check_config(store: Any, f: Any, params: Any, x1: Any, x2: Any, kernel: dict) -> Check:
+def check_config(
+    store: Any, f: Any, params: Any, x1: Any, x2: Any, kernel: dict, data_fingerprint: str = "full"
+) -> Check:
     """Whether the store's spec holds these kernel settings and model and data fingerprints.
+
+    ``data_fingerprint``: how the build hashed the inputs (``build_kernel``'s argument).
 
     The spec's canonical forms are recomputed here as the build makes them
     (:func:`bigntk.build._driver.describe_build`).
@@ -178,7 +181,7 @@ def check_config(store: Any, f: Any, params: Any, x1: Any, x2: Any, kernel: dict
     differ += [
         name
         for name, source in (("x1", x1), ("x2", x2))
-        if not _data_matches(spec.get(name), source)
+        if not _data_matches(spec.get(name), source, data_fingerprint)
     ]
     if differ:
         detail = f"the store was built from another config; differs in: {', '.join(differ)}"
