@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+from typing import Any
 
 from bigntk.build._lease import LEASE_KEY
 
@@ -46,10 +47,18 @@ def path_exists(path: str) -> bool:
     if is_local(path):
         p = local_path(path)
         return p.exists() and (p.is_file() or any(p.iterdir()))
+
+    fs, root = _fresh(path)
+    return fs.exists(root)
+
+
+def _fresh(path: str) -> tuple[Any, str]:
+    """``(filesystem, root)`` of a URL, its cached listings dropped (another process writes)."""
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(str(path))
-    return fs.exists(root)
+    fs.invalidate_cache(root)
+    return fs, root
 
 
 def entries(path: str) -> list[str]:
@@ -57,9 +66,8 @@ def entries(path: str) -> list[str]:
     if is_local(path):
         p = local_path(path)
         return sorted(e.name for e in p.iterdir()) if p.is_dir() else []
-    import fsspec
 
-    fs, root = fsspec.core.url_to_fs(str(path))
+    fs, root = _fresh(path)
     if not fs.isdir(root):
         return []
     return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False))
@@ -72,9 +80,8 @@ def lease_only(path: str) -> bool:
     if is_local(path):
         names = [e.name for e in (local_path(path) / LEASE_FOLDER).iterdir()]
     else:
-        import fsspec
 
-        fs, root = fsspec.core.url_to_fs(str(path))
+        fs, root = _fresh(path)
         names = [e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(f"{root}/{LEASE_FOLDER}")]
     return all(n.startswith(LEASE_NAME) for n in names)
 
