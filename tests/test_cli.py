@@ -72,9 +72,10 @@ def test_defaults_and_normalised_values(tmp_path, monkeypatch):
         "kinds": ("ntk",),
         "trace_axes": (-1,),
         "diagonal_axes": (),
-        "vmap_axes": 0,
+        "vmap_axes": None,  # prove batch independence (as empirical_kernel_fn)
         "implementation": 0,
     }
+    assert config.data_fingerprint == "full"
     assert config.model["seed"] == 0 and config.block_size is None
     assert (config.address, config.workers, config.overwrite) == (None, None, False)
     # relative paths: against the current directory, not the config file's
@@ -186,7 +187,8 @@ BAD_CONFIGS = {
     "kinds-repeated": (with_changes(TINY, kernel__kinds=["ntk", "ntk"]), r"kernel.kinds"),
     "vmap-axes": (
         with_changes(TINY, kernel__vmap_axes=[0]),
-        r"kernel.vmap_axes: expected an int \(the batch axis\) or null",
+        r"kernel.vmap_axes: expected an int \(the batch axis, asserting examples are "
+        r"independent\) or null \(prove it\)",
     ),
     "implementation": (
         with_changes(TINY, kernel__implementation=7),

@@ -171,6 +171,7 @@ def describe_build(
     kernel entries of the first examples (see :mod:`bigntk.build._identity`).
     ``data`` are the inputs' fingerprints (:meth:`Source.scan`).
     """
+    kinds = canonical_kinds(kinds)
     layout = _plan_layout(
         f, params, kwargs, s1, s2, kinds, trace_axes, diagonal_axes, block_size, devices
     )

@@ -26,12 +26,12 @@ def _describe_upgrade(upgraded: dict) -> str:
     return ", ".join(f"{k} {a} -> {b}" for k, (a, b) in upgraded.items())
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted paths of the entries where two specs differ."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+            out += differences(old.get(k), new.get(k), f"{prefix}{k}.")
         return out
     return [] if old == new else [prefix.rstrip(".")]
 
@@ -62,7 +62,7 @@ def why_not_resumable(
             "was overwritten. Use another path, or pass overwrite=True (--overwrite) to "
             "rebuild it."
         )
-    changed = _differences(store.spec, spec)
+    changed = differences(store.spec, spec)
     upgraded = {k: (meta.get("versions", {}).get(k), versions.get(k)) for k in _JAX}
     upgraded = {k: v for k, v in upgraded.items() if v[0] != v[1] and v[1] is not None}
     if changed and changed != ["model.program"]:

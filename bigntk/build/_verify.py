@@ -140,53 +140,41 @@ def traced(sub: np.ndarray, dims: list[str]) -> np.ndarray:
 # --- with the config ---------------------------------------------------------------------------
 
 
-def _data_matches(stored: Any, source: Any, mode: str) -> bool:
-    """Whether ``source`` hashes to the stored fingerprint (``mode``: 'full' or 'sample')."""
-    if stored is None or source is None:
-        return stored is None and source is None
-    return source.scan(None, mode) == stored
-
-
 def check_config(
     store: Any, f: Any, params: Any, x1: Any, x2: Any, kernel: dict, data_fingerprint: str = "full"
 ) -> Check:
-    """Whether the store's spec holds these kernel settings and model and data fingerprints.
+    """Whether the store holds the computation this config describes.
 
-    ``data_fingerprint``: how the build hashed the inputs (``build_kernel``'s argument).
-
-    The spec's canonical forms are recomputed here as the build makes them
-    (:func:`bigntk.build._driver.describe_build`).
+    The spec and the probe are made here exactly as the build makes them
+    (:func:`bigntk.build._driver.describe_build`, with the store's block size);
+    ``data_fingerprint`` is how the build hashed the inputs.
     """
-    from bigntk.build._identity import params_fingerprint, program_fingerprint
-    from bigntk.build._spec import canonical_kinds, canonical_vmap_axes, output_axes
+    from bigntk.build._driver import describe_build
+    from bigntk.build._identity import probe_difference, probe_tolerance
+    from bigntk.build._resume import differences
 
-    spec = store.spec
-    row = x1.read(0, 1)
-    axes = output_axes(
-        jax.eval_shape(lambda: f(params, row)).ndim, kernel["trace_axes"], kernel["diagonal_axes"]
+    data = (
+        x1.scan(None, data_fingerprint),
+        None if x2 is None else x2.scan(None, data_fingerprint),
     )
-    vmap_axes = 0 if kernel["vmap_axes"] is None else kernel["vmap_axes"]  # None: proved 0
-    expected = {
-        "kinds": list(canonical_kinds(kernel["kinds"])),
-        "trace_axes": list(axes.trace),
-        "diagonal_axes": list(axes.diagonal),
-        "vmap_axes": canonical_vmap_axes(vmap_axes),
-        "implementation": int(as_implementation(kernel["implementation"])),
-        "model": {
-            "program": program_fingerprint(f, params, {}, x1.shape[1:], x1.dtype),
-            "params": params_fingerprint(params),
-        },
-    }
-    differ = [k for k, v in expected.items() if spec.get(k) != v]
-    differ += [
-        name
-        for name, source in (("x1", x1), ("x2", x2))
-        if not _data_matches(spec.get(name), source, data_fingerprint)
-    ]
+    spec, _, probe = describe_build(
+        f, params, {}, x1, x2, kernel["kinds"], kernel["trace_axes"], kernel["diagonal_axes"],
+        kernel["vmap_axes"], kernel["implementation"], store.spec["layout"]["block"], 1, data,
+    )  # fmt: skip
+    differ = differences(store.spec, spec)
     if differ:
         detail = f"the store was built from another config; differs in: {', '.join(differ)}"
         return Check("config matches the store", False, detail)
-    return Check("config matches the store", True, "settings, model and data fingerprints")
+    stored = store.meta.get("probe")
+    if stored is not None:
+        gap, tolerance = (
+            probe_difference(stored["values"], probe["values"]),
+            probe_tolerance(stored["dtype"]),
+        )
+        if not gap <= tolerance:
+            detail = f"the probe's entries differ by {gap:.3g} (tolerance {tolerance:g})"
+            return Check("config matches the store", False, detail)
+    return Check("config matches the store", True, "settings, model, data and probe")
 
 
 def recorded_implementation(store: Any) -> NtkImplementation | None:
