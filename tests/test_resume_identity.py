@@ -11,12 +11,14 @@ import re
 import jax
 import numpy as np
 import pytest
+import yaml
 import zarr
 
 import bigntk as nt
 from bigntk import stax
 from bigntk.build import KernelStore
 from bigntk.build._store import spec_hash
+from bigntk.cli import main
 from bigntk.errors import BlockFailedError, BuildInputError, NotAStoreError, SpecMismatchError
 from tests import builder_models as bm
 
@@ -154,7 +156,7 @@ def _pretend_made_by_another_jax(path, scale_probe=1.0):
     group.attrs["bigntk"] = json.loads(json.dumps(meta))
 
 
-def test_a_jax_upgrade_resumes_only_when_the_probe_agrees_and_is_recorded(tmp_path):
+def test_a_jax_upgrade_resumes_only_when_the_probe_agrees_and_is_recorded(tmp_path, capsys):
     f, params = bm.mlp()
     x = bm.data(24)
     path = str(tmp_path / "k.zarr")
@@ -169,6 +171,10 @@ def test_a_jax_upgrade_resumes_only_when_the_probe_agrees_and_is_recorded(tmp_pa
     assert change["program_changed"] and change["probe_max_rel_diff"] < 1e-6
     assert meta["versions"]["jax"] == jax.__version__
     np.testing.assert_array_equal(nt.open_kernel(path).compute(), want)
+    assert main(["info", path]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["version_changes"][0]["versions"]["jax"]["stored"] == "0.4.23"
+    assert shown["probe"] == {"ntk": "16 entries (float64)"}
     # the probe disagrees: the old JAX computed something else
     _pretend_made_by_another_jax(path, scale_probe=1.5)
     with pytest.raises(SpecMismatchError, match=r"jax 0.4.23 -> "):

@@ -70,5 +70,12 @@ def _info(args: argparse.Namespace) -> int:
         "spec": meta.get("spec"),
         "versions": meta.get("versions"),
     }
+    if "probe" in meta:
+        values = meta["probe"]["values"]
+        doc["probe"] = {
+            k: f"{len(v)} entries ({meta['probe']['dtype']})" for k, v in values.items()
+        }
+    if meta.get("version_changes"):
+        doc["version_changes"] = meta["version_changes"]
     print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None), end="")
     return 0
