@@ -186,6 +186,8 @@ def test_a_block_that_kills_its_worker_ends_the_build(tmp_path):
     x1, x2 = bm.data(32), bm.data(8, seed=1)
     x1[29, 3] = bm.KILL_SENTINEL  # only block (3, 0) reads row 29 (the probe reads rows 0-3)
     path = str(tmp_path / "k.zarr")
+    with pytest.raises(BuildInputError, match="max_worker_deaths must be a positive int"):
+        nt.build_kernel(bm.killing_mlp_fn, params, x1, x2, path=path, max_worker_deaths=0)
     with pytest.raises(BlockFailedError, match=r"Block \(3, 0\) killed its worker 2 times") as e:
         nt.build_kernel(bm.killing_mlp_fn, params, x1, x2, path=path, vmap_axes=0,
                         max_worker_deaths=2, workers=1, **BUILD)  # fmt: skip

@@ -16,7 +16,9 @@ from typing import Any
 from bigntk.errors import BuildInputError
 
 
-def check_arguments(path: Any, kinds: Any, implementation: Any, lease_wait: Any) -> None:
+def check_arguments(
+    path: Any, kinds: Any, implementation: Any, lease_wait: Any, max_worker_deaths: Any = 3
+) -> None:
     """Types and ranges of the plain arguments of ``build_kernel``."""
     if not (isinstance(path, str) or hasattr(path, "__fspath__")) or not str(os.fspath(path)):
         raise BuildInputError(
@@ -42,6 +44,15 @@ def check_arguments(path: Any, kinds: Any, implementation: Any, lease_wait: Any)
         raise BuildInputError(
             f"lease_wait must be None (wait as long as it takes) or seconds >= 0, got "
             f"{lease_wait!r} instead."
+        )
+    if (
+        not isinstance(max_worker_deaths, int)
+        or isinstance(max_worker_deaths, bool)
+        or (max_worker_deaths < 1)
+    ):
+        raise BuildInputError(
+            f"max_worker_deaths must be a positive int, got {max_worker_deaths!r} instead; e.g. "
+            "max_worker_deaths=3."
         )
 
 

@@ -290,11 +290,7 @@ def build_kernel(
     """
     import ray
 
-    check_arguments(path, kinds, implementation, lease_wait)
-    if not isinstance(max_worker_deaths, int) or max_worker_deaths < 1:
-        raise BuildInputError(
-            f"max_worker_deaths must be a positive int, got {max_worker_deaths!r} instead."
-        )
+    check_arguments(path, kinds, implementation, lease_wait, max_worker_deaths)
     path = os.fspath(path)
     kinds = canonical_kinds(kinds)
     check_store_url(str(path))
