@@ -30,3 +30,9 @@ def ray_cluster():
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _decision_records(tmp_path_factory, monkeypatch):
+    """Each test starts with no decision records (bigntk.empirical._records) of its own."""
+    monkeypatch.setenv("BIGNTK_CACHE_DIR", str(tmp_path_factory.mktemp("bigntk-cache")))

@@ -229,6 +229,31 @@ def test_auto_decides_once_per_signature():
     assert fn.plan(x1.astype(jnp.float32), x2, params) is not first  # another dtype
 
 
+def test_auto_reuses_a_recorded_choice_and_times_nothing(monkeypatch):
+    compiled, compile_lowered = [], _compiler_options.compile_lowered
+    monkeypatch.setattr(
+        _compiler_options,
+        "compile_lowered",
+        lambda low, path: compiled.append(path) or compile_lowered(low, path),
+    )
+    f, params, x1, x2 = _wide_mlp()
+    first = nt.empirical_ntk_fn(f, vmap_axes=0, implementation="auto")
+    want = first(x1, x2, params)
+    timed = first.plan(x1, x2, params)
+    assert timed.how == "trial" and len(compiled) >= 3  # every candidate compiled and timed
+    n = len(compiled)
+    # a new kernel function (as in a new process) reads the choice recorded on disk
+    again = nt.empirical_ntk_fn(f, vmap_axes=0, implementation="auto")
+    got = again(x1, x2, params)
+    d = again.plan(x1, x2, params)
+    assert d.how == "recorded" and d.implementation == timed.implementation
+    assert d.cpu_path == timed.cpu_path and d.seconds == timed.seconds
+    assert len(compiled) == n + 1  # the recorded implementation only
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    monkeypatch.setenv("BIGNTK_CACHE_DIR", "")  # records off: timed again
+    assert nt.empirical_ntk_fn(f, vmap_axes=0, implementation=0).plan(x1, x2, params).how == "trial"
+
+
 def test_auto_under_jit_times_the_candidates_on_stand_ins(monkeypatch):
     # as on a GPU: no CPU path to choose, so concrete calls share the traced decision
     monkeypatch.setattr(_compiler_options, "paths", lambda platform: ())

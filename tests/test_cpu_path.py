@@ -1,5 +1,11 @@
 """The XLA:CPU path bigntk compiles its own programs for (bigntk/empirical/_compiler_options.py)."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +14,7 @@ import pytest
 import bigntk as nt
 from bigntk.build._compute import BlockKernel
 from bigntk.empirical import _compiler_options as cpu_path
+from bigntk.empirical import _records as records
 from tests import models
 from tests.oracle import oracle
 from tests.test_empirical import assert_kernels_match, to64
@@ -48,6 +55,7 @@ def _record_compiles(monkeypatch):
 @pytest.fixture(autouse=True)
 def _restore(monkeypatch):
     monkeypatch.delenv(cpu_path.ENV, raising=False)
+    monkeypatch.delenv(cpu_path.TRIAL_ENV, raising=False)
     monkeypatch.setattr(cpu_path, "_rejected", False)
 
 
@@ -122,9 +130,22 @@ def test_auto_times_its_winner_on_the_other_path(monkeypatch):
     assert d.chosen_seconds == (t_other if switched else t_first)
 
 
+def test_an_explicit_implementation_times_nothing_unless_asked(monkeypatch):
+    monkeypatch.setattr(cpu_path, "TRIAL_S", (0.0, np.inf))  # every run would be worth comparing
+    compiled = _record_compiles(monkeypatch)
+    f, params, x1, x2 = _mlp32()
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=JC)
+    fn(x1, x2, params)
+    d = fn.plan(x1, x2, params)
+    assert [path for path, _ in compiled] == ["default"]  # the rule's path, compiled once
+    assert d.cpu_path == "default" and set(d.seconds) == {"JACOBIAN_CONTRACTION"}  # one run
+    assert not list(records.directory().glob("*.json")) if records.directory().exists() else True
+
+
 @pytest.mark.parametrize("impl", [JC, SD])
 def test_an_explicit_implementation_times_the_other_path_once(monkeypatch, impl):
     monkeypatch.setattr(cpu_path, "TRIAL_S", (0.0, np.inf))  # every run is worth comparing
+    monkeypatch.setenv(cpu_path.TRIAL_ENV, "1")  # asked for
     compiled = _record_compiles(monkeypatch)
     f, params, x1, x2 = _mlp32()
     fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=impl)
@@ -137,6 +158,63 @@ def test_an_explicit_implementation_times_the_other_path_once(monkeypatch, impl)
     for _ in range(2):  # decided once: later calls run the chosen program, compile nothing
         np.testing.assert_array_equal(fn(x1, x2, params), got)
     assert len(compiled) == 2 and fn.plan(x1, x2, params) is d
+    # a new kernel function (as in a new process) reads the recorded path: no trial
+    again = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=impl)
+    np.testing.assert_allclose(again(x1, x2, params), got, rtol=2e-4, atol=2e-5)
+    assert [path for path, _ in compiled[2:]] == [d.cpu_path]
+    r = again.plan(x1, x2, params)
+    assert r.cpu_path == d.cpu_path and set(r.seconds) == {name}
+
+
+_SECOND_PROCESS = """
+import json, sys
+import numpy as np
+import bigntk as nt
+from bigntk.empirical import _compiler_options as cpu_path
+from tests.test_cpu_path import _mlp32
+cpu_path.TRIAL_S = (0.0, np.inf)  # every run is worth comparing
+compiled, compile_lowered = [], cpu_path.compile_lowered
+cpu_path.compile_lowered = lambda low, path: compiled.append(path) or compile_lowered(low, path)
+f, params, x1, x2 = _mlp32()
+fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=nt.NtkImplementation.JACOBIAN_CONTRACTION)
+fn(x1, x2, params)
+d = fn.plan(x1, x2, params)
+print(json.dumps({"compiled": compiled, "path": d.cpu_path, "seconds": sorted(d.seconds)}))
+"""
+
+
+def test_a_second_process_reuses_the_recorded_path(monkeypatch):
+    env = {**os.environ, cpu_path.TRIAL_ENV: "1", "JAX_PLATFORMS": "cpu"}
+    root = Path(__file__).resolve().parents[1]
+
+    def run():
+        p = subprocess.run([sys.executable, "-c", _SECOND_PROCESS], env=env, cwd=root,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    first, second = run(), run()
+    assert first["compiled"] == ["default", "xla"]  # timed on both paths, recorded
+    assert len(first["seconds"]) == 2
+    assert second["compiled"] == [first["path"]]  # the record: one program, no trial
+    assert second["path"] == first["path"] and len(second["seconds"]) == 1
+    assert len(list(records.directory().glob("*.json"))) == 1
+
+
+def test_a_record_from_another_jax_or_an_unreadable_one_is_not_used(monkeypatch):
+    f, params, x1, x2 = _mlp32()
+    lowered = jax.jit(lambda p, x: f(p, x)).lower(params, x1)
+    text, device = records.program_text(lowered), jax.devices()[0]
+    records.put("cpu-path", text, device, {"path": "xla"})
+    assert records.get("cpu-path", text, device)["path"] == "xla"
+    version = jax.__version__
+    monkeypatch.setattr(jax, "__version__", "0.0.1")  # another JAX: another key
+    assert records.get("cpu-path", text, device) is None
+    monkeypatch.setattr(jax, "__version__", version)
+    (path,) = records.directory().glob("*.json")
+    path.write_text("{not json")
+    assert records.get("cpu-path", text, device) is None
+    monkeypatch.setenv(records.ENV, "")  # records off: nothing read or written
+    assert records.directory() is None and records.get("cpu-path", text, device) is None
 
 
 def test_runs_outside_the_trial_window_keep_the_rule(monkeypatch):

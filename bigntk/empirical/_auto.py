@@ -33,12 +33,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from bigntk.empirical import _compiler_options as cpu_path
+from bigntk.empirical import _records as records
 from bigntk.empirical import _timing as timing
 from bigntk.empirical._chunking import Chunks
 from bigntk.empirical._implementation import NtkImplementation
@@ -83,8 +85,9 @@ class Decision(NamedTuple):
         memory_budget: the budget in bytes (None: unknown free memory, no limit).
         how: ``'explicit'``, ``'trial'`` (timed on the arguments),
             ``'stand-in'`` (timed under jit on arrays of the traced shapes),
-            ``'estimate'`` (predicted from XLA's cost analysis) or ``'only'``
-            (one candidate fits).
+            ``'estimate'`` (predicted from XLA's cost analysis), ``'only'``
+            (one candidate fits) or ``'recorded'`` (AUTO's choice as an earlier
+            process measured it on this machine, read from ``_records``).
         seconds: measured (trial) or predicted seconds of each candidate, by name
             (``NAME/PATH`` for a CPU path timed besides the first).
         cpu_path: the XLA:CPU path the program is compiled for (``'default'`` or
@@ -117,6 +120,8 @@ class _Candidate(NamedTuple):
     predicted: float | None  # seconds from XLA's cost analysis, uncalibrated
     lowered: Any  # the program before compiling (compiled again for another CPU path)
     path: str | None
+    text: str | None  # the unchunked program's text: its CPU path record's key
+    recorded: bool  # the path is an earlier process's measured one (no trial)
 
 
 def _device() -> Any:
@@ -239,6 +244,11 @@ class Planner:
         fits = budget is None or info.rough_bytes <= budget
         if not info.has_params or (explicit and fits and not choose_path):
             return Decision(candidates[0], Chunks(), None, budget, "explicit", {}), None
+        text = None  # AUTO: the key of its record (the first candidate's program)
+        if not explicit:
+            text, decision = self._recorded_auto(args, info, budget, device, concrete, dynamic, key)
+            if decision is not None:
+                return decision, None
         fitted, errors = [], []
         for impl in candidates:
             try:
@@ -267,11 +277,14 @@ class Planner:
             for c in fitted
         }
         if concrete:
-            return self._trial(fitted, predicted, dynamic, budget, device, key)
+            decision, out = self._trial(fitted, predicted, dynamic, budget, device, key)
+            self._record_auto(text, decision, device)
+            return decision, out
         stand_ins = timing.stand_ins(dynamic)
         if stand_ins is not None:
             try:
                 decision, _ = self._trial(fitted, predicted, stand_ins, budget, device, None)
+                self._record_auto(text, decision, device)
                 return decision._replace(how="stand-in"), None
             except Exception as e:  # noqa: BLE001 - timing is an optimisation, never an error
                 logger.debug("AUTO: timing on stand-in arrays failed (%r); predicting.", e)
@@ -280,22 +293,55 @@ class Planner:
         seconds = {i.name: t for i, t in predicted.items()}
         return Decision(impl, c.chunks, c.peak, budget, "estimate", seconds), None
 
+    def _recorded_auto(self, args, info, budget, device, concrete: bool, dynamic, key):
+        """``(text, decision)``: AUTO's choice as an earlier process measured it.
+
+        ``text`` keys AUTO's record (the first candidate's unchunked program);
+        ``decision`` is None where there is no record, or where the recorded
+        implementation no longer fits the budget cut as it was (then AUTO times
+        its candidates again).
+        """
+        try:
+            text = records.program_text(self._program(CANDIDATES[0], Chunks()).lower(*args))
+        except Exception as e:  # noqa: BLE001 - the candidates' own errors come later
+            logger.debug("AUTO: no record key (%r).", e)
+            return None, None
+        record = records.get("auto", text, device)
+        if record is None:
+            return text, None
+        try:
+            impl = NtkImplementation[record["implementation"]]
+            c = self._fit(impl, args, info, budget, device, concrete)
+        except Exception as e:  # noqa: BLE001 - a stale record or a smaller budget: time anew
+            logger.debug("AUTO: the recorded choice %s does not fit now (%r).", record, e)
+            return text, None
+        if asdict(c.chunks) != record.get("chunks"):
+            return text, None
+        self._store(key, c, dynamic, concrete)
+        seconds = {str(k): float(v) for k, v in record.get("seconds", {}).items()}
+        return text, Decision(impl, c.chunks, c.peak, budget, "recorded", seconds, c.path)
+
+    @staticmethod
+    def _record_auto(text: str | None, d: Decision, device: Any) -> None:
+        record = {"implementation": d.implementation.name, "chunks": asdict(d.chunks)}
+        records.put("auto", text, device, {**record, "seconds": d.seconds})
+
     def _fit(self, impl, args, info: ProblemInfo, budget: int | None, device, concrete: bool):
         """``impl`` compiled for this call, cut to ``budget`` (a :class:`_Candidate`).
 
-        Concrete calls compile for the CPU path the rule gives the unchunked
-        program; traced ones for XLA's defaults, as the user's jit will.
+        Concrete calls compile for the CPU path an earlier process recorded
+        for the unchunked program (``_records``), else the one the rule gives
+        it; traced ones for XLA's defaults, as the user's jit will.
         """
         compiled: dict[Chunks, Any] = {}
         lowered: dict[Chunks, Any] = {}
-        path: list[str | None] = []
+        path: list[Any] = []  # [path, text, recorded], set by the unchunked program
 
         def peak(chunks: Chunks) -> int | None:
             if chunks not in compiled:
                 lowered[chunks] = self._program(impl, chunks).lower(*args)
                 if not path:
-                    first = cpu_path.first_path(device.platform, lowered[chunks])
-                    path.append(first if concrete else None)
+                    path.extend(self._first_path(lowered[chunks], device, concrete))
                 compiled[chunks] = cpu_path.compile_lowered(lowered[chunks], path[0])
             return peak_bytes(compiled[chunks])
 
@@ -312,7 +358,22 @@ class Planner:
         else:
             chunks, p = fit_chunks(peak, knobs, budget, f"the NTK by {impl.name}")
         predicted = timing.predict(compiled[Chunks()], device)
-        return _Candidate(impl, chunks, p, compiled[chunks], predicted, lowered[chunks], path[0])
+        exe, low = compiled[chunks], lowered[chunks]
+        return _Candidate(impl, chunks, p, exe, predicted, low, *path)
+
+    @staticmethod
+    def _first_path(lowered: Any, device: Any, concrete: bool) -> tuple:
+        """``(path, text, recorded)`` for the unchunked program ``lowered``."""
+        if not concrete:
+            return None, None, False
+        first = cpu_path.first_path(device.platform, lowered)
+        if len(cpu_path.paths(device.platform)) < 2:  # no choice (forced, or not CPU)
+            return first, None, False
+        text = records.program_text(lowered)
+        record = records.get("cpu-path", text, device)
+        if record is not None and record.get("path") in cpu_path.PATHS:
+            return record["path"], text, True
+        return first, text, False
 
     def _store(self, key, c: _Candidate, dynamic, concrete: bool) -> None:
         if concrete and key is not None:
@@ -322,10 +383,15 @@ class Planner:
         """``(candidate, seconds, output)``: ``c``'s program on the faster CPU path.
 
         The other path is compiled and timed only when ``c`` ran ``t`` seconds
-        within ``cpu_path.TRIAL_S``: shorter runs gain too little, longer ones
-        would cost too much to time twice.
+        within ``cpu_path.TRIAL_S`` (shorter runs gain too little, longer ones
+        would cost too much to time twice), and only for AUTO or when
+        ``BIGNTK_CPU_PATH_TRIAL=1`` asks; never when ``c``'s path was recorded.
+        The outcome is recorded for later processes.
         """
+        if c.recorded or not self._trial_wanted():
+            return c, t, out
         low, high = cpu_path.TRIAL_S
+        timed = {c.path: t}
         for other in cpu_path.other_paths(device.platform, c.path):
             if not low <= t <= high:
                 break
@@ -338,10 +404,16 @@ class Planner:
             except Exception as e:  # noqa: BLE001 - the first path works: keep it
                 logger.debug("%s on CPU path %s failed: %r", c.impl.name, other, e)
                 continue
-            seconds[f"{c.impl.name}/{other}"] = t2
+            seconds[f"{c.impl.name}/{other}"] = timed[other] = t2
             if t2 < _SWITCH * t:  # clearly faster: noise does not flip the path
                 c, t, out = c._replace(exe=exe, path=other), t2, out2
+        if len(timed) > 1:
+            records.put("cpu-path", c.text, device, {"path": c.path, "seconds": timed})
         return c, t, out
+
+    def _trial_wanted(self) -> bool:
+        """Whether a program is timed on the other CPU path (AUTO, or asked for)."""
+        return self.implementation == NtkImplementation.AUTO or cpu_path.trial_wanted()
 
     def _trial(self, fitted, predicted, dynamic, budget, device, key):
         order = sorted(fitted, key=lambda c: predicted[c.impl])
@@ -356,7 +428,10 @@ class Planner:
             t = first
             # one candidate with no CPU path to compare: its one run is the answer
             compared = len(order) > 1 or (
-                bool(cpu_path.other_paths(device.platform, c.path)) and low <= t <= high
+                not c.recorded
+                and self._trial_wanted()
+                and bool(cpu_path.other_paths(device.platform, c.path))
+                and low <= t <= high
             )
             if compared and (best is None or first < 3 * best[0]):
                 again, out = timing.time_repeated(c.exe, dynamic, first)

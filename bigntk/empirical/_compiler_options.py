@@ -11,14 +11,21 @@ So on CPU bigntk chooses, for each program it compiles itself, between two paths
 * ``'xla'``: XLA's own kernels only (``xla_cpu_experimental_ynn_fusion_type=``).
 
 The first choice is a rule: ``'xla'`` for a program with a convolution, else
-``'default'``. YNNPACK also costs some 35 microseconds per fused operation,
-which small matrix products (a transformer's) feel, so a kernel function
-called on concrete arrays times its program (AUTO: the winning
-implementation's) on the other path too, once per call signature, when its
-first run took between 2 ms and 1 s (:data:`TRIAL_S`), and keeps the other
-path if it is at least 10% faster. The builder uses the rule alone, so that
-every worker compiles the same program (and resumed builds stay
-bit-identical).
+``'default'``. The rule is not always right: YNNPACK also costs some 35
+microseconds per fused operation, which small matrix products (a
+transformer's) feel. So a program can be *timed* on both paths, once per call
+signature, when its first run took between 2 ms and 1 s (:data:`TRIAL_S`);
+the other path is kept if it is at least 10% faster. That trial compiles and
+runs the program a second time, which costs more than the first compile, so
+it runs only
+
+* for AUTO's winner (AUTO times its candidates anyway), and
+* for an explicit implementation when asked, with ``BIGNTK_CPU_PATH_TRIAL=1``.
+
+A trial's outcome is recorded on disk (``_records``) and every later process
+on the same machine, JAX and program compiles the recorded path alone,
+without timing. The builder uses the rule alone, so that every worker
+compiles the same program (and resumed builds stay bit-identical).
 
 * A program traced inside a user's ``jax.jit`` is compiled by that jit with its
   options; ``jax.jit(fn, compiler_options=bigntk.cpu_compiler_options())``
@@ -46,6 +53,7 @@ logger = logging.getLogger(__name__)
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
 PATHS = ("default", "xla")
 ENV = "BIGNTK_XLA_CPU_PATH"
+TRIAL_ENV = "BIGNTK_CPU_PATH_TRIAL"
 #: a program is timed on the other path only if its first run took this long (seconds):
 #: shorter ones gain little in absolute terms, longer ones cost too much to run twice
 TRIAL_S = (0.002, 1.0)
@@ -61,6 +69,21 @@ def cpu_compiler_options() -> dict[str, str]:
     models' kernels are usually faster this way (see ``bigntk.empirical._compiler_options``).
     """
     return dict(_OPTIONS["xla"])
+
+
+def trial_wanted() -> bool:
+    """Whether explicit implementations time their program on the other path too."""
+    value = os.environ.get(TRIAL_ENV, "").strip().lower()
+    if value in ("", "0", "off", "false", "no"):
+        return False
+    if value in ("1", "on", "true", "yes"):
+        return True
+    raise ValueError(
+        f"{TRIAL_ENV}={os.environ[TRIAL_ENV]!r} is not understood: expected 1 (time an "
+        "explicit implementation's program on both XLA:CPU paths once and record the "
+        "faster) or 0 (the default: the recorded path, else the rule). Unset it or use one "
+        "of those."
+    )
 
 
 def options(path: str | None) -> dict[str, str] | None:
