@@ -13,8 +13,17 @@ timeout, so an out-of-memory case fails alone ("OOM"). Times are the median of
 repeated calls after one compile call: Neural Tangents' kernel function inside
 ``jax.jit`` (as its docs call it), bigntk's called directly (it compiles its own
 programs, for the XLA:CPU path it chooses), or inside ``jax.jit`` too with
-``--bigntk-call jit``. The checksum (sum of the kernel) lets the comparison check
-both libraries agree.
+``--bigntk-call jit`` (``jit-xla``: that jit given ``bigntk.cpu_compiler_options()``).
+The checksum (sum of the kernel) lets the comparison check both libraries agree.
+
+First calls (``compare --fresh``): each cell is a fresh process whose first call is
+timed before anything else is compiled (without ``--fresh`` the FLOP count is
+taken first, which compiles NT's and jitted bigntk's program ahead of the timed
+first call). bigntk's decision records (``bigntk/empirical/_records.py``) go to a
+new empty folder per cell (a first call on a machine that never ran the
+program), or to ``--cache-dir`` shared by every cell of the run (later
+processes). ``--rounds`` repeats every cell, libraries alternating; the tables
+give medians over rounds.
 """
 
 from __future__ import annotations
@@ -24,8 +33,10 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 CASES = {
@@ -154,11 +165,15 @@ def model(name: str, rng, in_shape):
     return f, params
 
 
-def cell(lib: str, case: str, impl: int, repeats: int, call_mode: str = "direct") -> dict:
+def cell(
+    lib: str, case: str, impl: int, repeats: int, call_mode: str = "direct", fresh: bool = False
+) -> dict:
     """One timed cell. ``call_mode`` (bigntk's explicit implementations): ``'direct'``
     calls the kernel function as bigntk documents (it compiles its programs itself,
     for the CPU path it chooses), ``'jit'`` inside the caller's ``jax.jit`` (XLA's
-    options), as Neural Tangents' cells always are."""
+    options), as Neural Tangents' cells always are, ``'jit-xla'`` inside a
+    ``jax.jit`` given ``bigntk.cpu_compiler_options()``. ``fresh``: nothing is
+    compiled before the timed first call (no FLOP count)."""
     import jax
     import numpy as np
 
@@ -187,16 +202,21 @@ def cell(lib: str, case: str, impl: int, repeats: int, call_mode: str = "direct"
             traced_plans.append(fn.plan(a, b, p))
         return fn(a, b, p)
 
+    jit_options = {}
+    if lib == "bigntk" and call_mode == "jit-xla":
+        jit_options = {"compiler_options": nt.cpu_compiler_options()}
     kernel = (
-        jax.jit(lambda a, b, p: call(a, b, p))
+        jax.jit(lambda a, b, p: call(a, b, p), **jit_options)
         if x2 is not None
-        else jax.jit(lambda a, p: call(a, None, p))
+        else jax.jit(lambda a, p: call(a, None, p), **jit_options)
     )
     args = (x1, x2, params) if x2 is not None else (x1, params)
     flops = None
     try:  # XLA's FLOP count of the compiled program
         if impl == 0:  # lowering under jit here would make AUTO decide by estimate
             raise RuntimeError("not for the AUTO trial cell")
+        if fresh:  # it would compile the timed program before its first call
+            raise RuntimeError("not for first calls")
         cost = kernel.lower(*args).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, list | tuple) else cost
         flops = float(cost.get("flops", 0.0)) or None
@@ -236,19 +256,30 @@ def cell(lib: str, case: str, impl: int, repeats: int, call_mode: str = "direct"
         "median_s": median, "repeats": len(times), "peak_rss_mib": peak,
         "shape": list(out.shape), "checksum": float(np.asarray(out, np.float64).sum()),
         "jax": jax.__version__, "flops": flops, "chosen": chosen,
-        "call": "direct" if direct else "jit", "cpu_path": cpu_path,
+        "call": "direct" if direct else call_mode if lib == "bigntk" else "jit",
+        "cpu_path": cpu_path, "fresh": fresh,
     }  # fmt: skip
 
 
 def run_cell(
-    python: str, lib: str, case: str, impl: int, repeats: int, xla_flags="", call_mode="direct"
-) -> dict:
+    python: str, lib: str, case: str, impl: int, repeats: int, xla_flags="", call_mode="direct",
+    fresh: bool = False, cache_dir: str | None = None,
+) -> dict:  # fmt: skip
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
 
     cmd = [python, os.path.abspath(__file__), "cell", "--lib", lib, "--case", case,
            "--impl", str(impl), "--repeats", str(repeats), "--call", call_mode]  # fmt: skip
+    if fresh:
+        cmd.append("--fresh")
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    with tempfile.TemporaryDirectory() as empty:
+        # bigntk's decision records: a new empty folder, or the run's shared one
+        env["BIGNTK_CACHE_DIR"] = cache_dir or empty
+        return _run(cmd, env, lib, case, impl, xla_flags, cap)
+
+
+def _run(cmd, env, lib, case, impl, xla_flags, cap) -> dict:
     if xla_flags and lib == "bigntk":  # jax 0.4.23's XLA rejects flags it does not know
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
     base = {"lib": lib, "case": case, "impl": impl}
@@ -273,6 +304,9 @@ def compare(
     impls: tuple = IMPLS + AUTO_CELLS,
     xla_flags: str = "",
     call_mode: str = "direct",
+    fresh: bool = False,
+    rounds: int = 1,
+    cache_dir: str | None = None,
 ) -> None:
     rows = []
     load0 = os.getloadavg()
@@ -280,21 +314,54 @@ def compare(
         for impl in impls:
             libs = (("nt", nt_python),) if impl > 0 and nt_python else ()
             libs += (("bigntk", sys.executable),) if impl > 0 else ()
-            for lib, python in libs + (() if impl > 0 else (("bigntk", sys.executable),)):
-                r = run_cell(python, lib, case, impl, repeats, xla_flags, call_mode)
-                rows.append(r)
-                print(json.dumps(r), flush=True)
+            for _ in range(rounds):
+                for lib, python in libs + (() if impl > 0 else (("bigntk", sys.executable),)):
+                    r = run_cell(python, lib, case, impl, repeats, xla_flags, call_mode,
+                                 fresh, cache_dir)  # fmt: skip
+                    r["loadavg"] = os.getloadavg()[0]
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
     info = {
         "machine": f"{platform.node()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs",
         "loadavg_start": load0, "loadavg_end": os.getloadavg(),
         "memory_cap_gib": MEMORY_CAP / 2**30, "bigntk_xla_flags": xla_flags,
-        "bigntk_call": call_mode, "rows": rows,
+        "bigntk_call": call_mode, "fresh": fresh, "rounds": rounds,
+        "records": "shared" if cache_dir else "empty per cell", "rows": rows,
     }  # fmt: skip
     with open(out, "w") as fh:
         json.dump(info, fh, indent=1)
     print(f"\n{info['machine']}; load {load0} -> {info['loadavg_end']}\n")
-    print(table(rows, cases))
+    print(first_table(rows, cases) if fresh else table(rows, cases))
+
+
+def first_table(rows: list[dict], cases: list[str]) -> str:
+    """Markdown: first calls and later calls, medians over rounds, bigntk / NT."""
+
+    def med(case, impl, lib, field):
+        want = (case, impl, lib, "ok")
+        got = [r[field] for r in rows if (r["case"], r["impl"], r["lib"], r["status"]) == want]
+        return statistics.median(got) if got else None
+
+    def cell(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    def ratio(b, a):
+        return "-" if a is None or b is None else f"{b / a:.2f}"
+
+    lines = [
+        "| case | impl | NT first (s) | bigntk first (s) | first: bigntk / NT "
+        "| NT later (s) | bigntk later (s) | later: bigntk / NT | rounds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        for impl in sorted({r["impl"] for r in rows if r["case"] == case}, key=abs):
+            nf, bf = med(case, impl, "nt", "first_s"), med(case, impl, "bigntk", "first_s")
+            nl, bl = med(case, impl, "nt", "median_s"), med(case, impl, "bigntk", "median_s")
+            n = sum(1 for r in rows if (r["case"], r["impl"], r["lib"]) == (case, impl, "bigntk"))
+            lines.append(f"| {case} | {impl} | {cell(nf)} | {cell(bf)} | {ratio(bf, nf)} "
+                         f"| {cell(nl)} | {cell(bl)} | {ratio(bl, nl)} | {n} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def table(rows: list[dict], cases: list[str]) -> str:
@@ -354,7 +421,8 @@ def main() -> None:
     c.add_argument("--case", choices=sorted(CASES), required=True)
     c.add_argument("--impl", type=int, choices=IMPLS + AUTO_CELLS, required=True)
     c.add_argument("--repeats", type=int, default=5)
-    c.add_argument("--call", choices=("direct", "jit"), default="direct")
+    c.add_argument("--call", choices=("direct", "jit", "jit-xla"), default="direct")
+    c.add_argument("--fresh", action="store_true", help="compile nothing before the first call")
     m = sub.add_parser("compare")
     m.add_argument("--nt-python", default="/work/nt-venv/bin/python")
     m.add_argument("--bigntk-only", action="store_true", help="skip Neural Tangents' cells")
@@ -365,15 +433,27 @@ def main() -> None:
     m.add_argument("--bigntk-xla-flags", default="",
                    help="XLA_FLAGS for bigntk's cells only, e.g. "
                         "--bigntk-xla-flags=--xla_cpu_experimental_ynn_fusion_type=")  # fmt: skip
-    m.add_argument("--bigntk-call", choices=("direct", "jit"), default="direct",
+    m.add_argument("--bigntk-call", choices=("direct", "jit", "jit-xla"), default="direct",
                    help="bigntk's explicit implementations: called directly (default; they "
-                        "compile themselves) or inside the caller's jax.jit")  # fmt: skip
+                        "compile themselves) or inside the caller's jax.jit (jit-xla: given "
+                        "compiler_options=bigntk.cpu_compiler_options())")  # fmt: skip
+    m.add_argument(
+        "--fresh",
+        action="store_true",
+        help="first calls: compile nothing before the timed first call",
+    )
+    m.add_argument("--rounds", type=int, default=1, help="run every cell this many times")
+    m.add_argument("--cache-dir", default=None,
+                   help="bigntk's decision records, shared by every cell (default: a new "
+                        "empty folder per cell)")  # fmt: skip
     args = parser.parse_args()
     if args.command == "cell":
-        print(json.dumps(cell(args.lib, args.case, args.impl, args.repeats, args.call)))
+        print(json.dumps(cell(args.lib, args.case, args.impl, args.repeats, args.call,
+                              args.fresh)))  # fmt: skip
     else:
         compare(None if args.bigntk_only else args.nt_python, args.repeats, args.cases,
-                args.out, tuple(args.impls), args.bigntk_xla_flags, args.bigntk_call)  # fmt: skip
+                args.out, tuple(args.impls), args.bigntk_xla_flags, args.bigntk_call,
+                args.fresh, args.rounds, args.cache_dir)  # fmt: skip
 
 
 if __name__ == "__main__":
