@@ -54,10 +54,9 @@ class MemoryBudgetError(BigNTKError, MemoryError):
 class UnsupportedLayerError(BigNTKError, NotImplementedError):
     """A ``bigntk.stax`` layer or argument has no implementation for this use.
 
-    For example, a closed-form ``kernel_fn`` requested for a layer other than
-    ``Dense``, ``Relu``, ``Erf``, ``Identity``, ``Flatten`` or ``serial``, or a
-    Neural Tangents argument (``padding='CIRCULAR'``, ...) bigntk does not
-    support.
+    For example, a closed-form ``kernel_fn`` requested for a layer without one
+    (``Conv``, ``LayerNorm``, ``Gelu``, ...; see the README's table of Neural
+    Tangents stax names), or a Neural Tangents argument bigntk does not support.
     """
 
 

@@ -417,8 +417,6 @@ def test_nonlinearity_needs_gaussian_inputs():
 
 UNSUPPORTED = {
     "Conv": stax.Conv(3, (2, 2)),
-    "AvgPool": stax.AvgPool((2, 2)),
-    "GlobalAvgPool": stax.GlobalAvgPool(),
     "LayerNorm": stax.LayerNorm(),
     "Dropout": stax.Dropout(0.5),
     "Gelu": stax.Gelu(),

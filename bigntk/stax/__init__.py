@@ -15,6 +15,15 @@ Tangents. ``kernel_fn`` is closed form for networks of ``Dense``, ``Relu``,
 ``Erf``, ``Identity``, ``Flatten`` (and ``Dropout(mode='test')``) under
 ``serial``; other layers' ``kernel_fn`` raise
 :class:`~bigntk.errors.UnsupportedLayerError`.
+
+The other elementwise nonlinearities of Neural Tangents (``ABRelu``,
+``LeakyRelu``, ``Abs``, ``Sign``, ``Sin``, ``Cos``, ``Rbf``, ``Exp``,
+``Gaussian``, ``Gabor``, ``ExpNormalized``, ``Sigmoid_like``, ``Polynomial``,
+``Monomial``, ``Hermite``, ``RectifiedMonomial``, ``Elementwise`` with an
+``nngp_fn``, ``ElementwiseNumerical``) have closed forms too, after a
+``Dense`` layer; so do ``SumPool``, ``GlobalSumPool``, ``AvgPool`` and
+``GlobalAvgPool`` with the default axes (a nonlinearity after pooling
+*activations* raises, see ``bigntk.stax._pool_kernels``).
 """
 
 from bigntk.stax._attention import AttentionMechanism as AttentionMechanism
@@ -47,7 +56,25 @@ from bigntk.stax._linear import Dense as Dense
 from bigntk.stax._masking import MaskedArray as MaskedArray
 from bigntk.stax._masking import supports_masking as supports_masking
 from bigntk.stax._masking import unmask_fn as unmask_fn
+from bigntk.stax._nonlinear import ABRelu as ABRelu
+from bigntk.stax._nonlinear import Abs as Abs
+from bigntk.stax._nonlinear import Cos as Cos
+from bigntk.stax._nonlinear import Exp as Exp
+from bigntk.stax._nonlinear import ExpNormalized as ExpNormalized
+from bigntk.stax._nonlinear import Gabor as Gabor
+from bigntk.stax._nonlinear import Gaussian as Gaussian
+from bigntk.stax._nonlinear import LeakyRelu as LeakyRelu
+from bigntk.stax._nonlinear import Rbf as Rbf
+from bigntk.stax._nonlinear import Sigmoid_like as Sigmoid_like
+from bigntk.stax._nonlinear import Sign as Sign
+from bigntk.stax._nonlinear import Sin as Sin
 from bigntk.stax._normalization import LayerNorm as LayerNorm
+from bigntk.stax._polynomial import Elementwise as Elementwise
+from bigntk.stax._polynomial import ElementwiseNumerical as ElementwiseNumerical
+from bigntk.stax._polynomial import Hermite as Hermite
+from bigntk.stax._polynomial import Monomial as Monomial
+from bigntk.stax._polynomial import Polynomial as Polynomial
+from bigntk.stax._polynomial import RectifiedMonomial as RectifiedMonomial
 from bigntk.stax._pooling import AvgPool as AvgPool
 from bigntk.stax._pooling import GlobalAvgPool as GlobalAvgPool
 from bigntk.stax._requirements import Bool as Bool
@@ -56,8 +83,12 @@ from bigntk.stax._requirements import layer as layer
 from bigntk.stax._requirements import requires as requires
 from bigntk.stax._reshape import Flatten as Flatten
 from bigntk.stax._reshape import Identity as Identity
+from bigntk.stax._sum_pooling import GlobalSumPool as GlobalSumPool
+from bigntk.stax._sum_pooling import SumPool as SumPool
 
 __all__ = [
+    "ABRelu",
+    "Abs",
     "Aggregate",
     "AggregateImplementation",
     "AttentionMechanism",
@@ -66,29 +97,47 @@ __all__ = [
     "Conv",
     "ConvLocal",
     "ConvTranspose",
+    "Cos",
     "Dense",
     "Diagonal",
     "DotGeneral",
     "Dropout",
+    "Elementwise",
+    "ElementwiseNumerical",
     "Erf",
+    "Exp",
+    "ExpNormalized",
     "FanInConcat",
     "FanInProd",
     "FanInSum",
     "FanOut",
     "Flatten",
+    "Gabor",
+    "Gaussian",
     "Gelu",
     "GlobalAvgPool",
     "GlobalSelfAttention",
+    "GlobalSumPool",
+    "Hermite",
     "Identity",
     "ImageResize",
     "Index",
     "Kernel",
     "LayerNorm",
+    "LeakyRelu",
     "MaskedArray",
+    "Monomial",
     "Padding",
+    "Polynomial",
     "PositionalEmbedding",
+    "Rbf",
+    "RectifiedMonomial",
     "Relu",
+    "Sigmoid_like",
+    "Sign",
+    "Sin",
     "Slice",
+    "SumPool",
     "Tanh",
     "layer",
     "parallel",

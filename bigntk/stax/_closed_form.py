@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from bigntk.errors import LayerArgumentError
+from bigntk.errors import LayerArgumentError, UnsupportedLayerError
 
 __all__ = [
     "KernelState",
@@ -36,6 +36,7 @@ __all__ = [
     "from_inputs",
     "materialize",
     "relu",
+    "require_gaussian",
 ]
 
 
@@ -55,8 +56,10 @@ class KernelState:
         x2: raw inputs, shape ``(n2, *feature_shape)``; ``None`` once materialized.
         nngp: shape ``(n1, n2, s_1, s_1, ..., s_k, s_k)``.
         ntk: same shape as ``nngp``, or ``None`` when not computed.
-        var1: variances of ``x1``'s activations, shape ``(n1, *spatial)``.
-        var2: variances of ``x2``'s activations, shape ``(n2, *spatial)``.
+        var1: variances of ``x1``'s activations, shape ``(n1, *spatial)``; ``None``
+            when unknown (after sum pooling of activations: it would need the
+            covariances between positions of ``x1`` with itself).
+        var2: variances of ``x2``'s activations, shape ``(n2, *spatial)``, or ``None``.
     """
 
     feature_shape: tuple[int, ...]
@@ -153,15 +156,16 @@ def dense(
         state,
         nngp=nngp,
         ntk=ntk,
-        var1=affine(state.var1),
-        var2=affine(state.var2),
+        var1=None if state.var1 is None else affine(state.var1),
+        var2=None if state.var2 is None else affine(state.var2),
         feature_shape=state.feature_shape[:-1] + (width,),
         is_gaussian=True,
         source="Dense",
     )
 
 
-def _require_gaussian(state: KernelState, layer: str) -> KernelState:
+def require_gaussian(state: KernelState, layer: str) -> KernelState:
+    """``state`` materialized; raise unless it holds Gaussian pre-activations with variances."""
     state = materialize(state)
     if not state.is_gaussian:
         raise LayerArgumentError(
@@ -169,12 +173,19 @@ def _require_gaussian(state: KernelState, layer: str) -> KernelState:
             f"Dense layer), got the output of {state.source} instead; put a Dense "
             f"layer before {layer}."
         )
+    if state.var1 is None:
+        raise UnsupportedLayerError(
+            f"{layer}.kernel_fn needs the variances of its inputs, which bigntk's "
+            f"closed form does not track after pooling activations over windows "
+            f"(the layer before was {state.source}); pool the network inputs instead, "
+            f"or put {layer} before the pooling layer."
+        )
     return state
 
 
 def relu(state: KernelState) -> KernelState:
     """Kernel after ``Relu`` (arc-cosine kernel of degree 1)."""
-    state = _require_gaussian(state, "Relu")
+    state = require_gaussian(state, "Relu")
     cov = state.nngp
     root = _safe_sqrt(_outer(state.var1, state.var2, operator.mul) - cov**2)
     angle = jnp.where((root == 0) & (cov == 0), jnp.pi / 2, jnp.arctan2(root, cov))
@@ -192,7 +203,7 @@ def relu(state: KernelState) -> KernelState:
 
 def erf(state: KernelState, *, a: float, b: float, c: float) -> KernelState:
     """Kernel after ``a * erf(b * x) + c`` (arcsine kernel)."""
-    state = _require_gaussian(state, "Erf")
+    state = require_gaussian(state, "Erf")
     cov, var1, var2 = b**2 * state.nngp, b**2 * state.var1, b**2 * state.var2
     prod = _outer(1 + 2 * var1, 1 + 2 * var2, operator.mul)
     root = _safe_sqrt(prod - 4 * cov**2)
@@ -233,13 +244,15 @@ def flatten(state: KernelState) -> KernelState:
             mat = jnp.trace(mat, axis1=-2, axis2=-1) / mat.shape[-1]
         return mat
 
-    spatial = tuple(range(1, state.var1.ndim))
+    def mean(var: jax.Array | None) -> jax.Array | None:
+        return None if var is None else jnp.mean(var, axis=tuple(range(1, var.ndim)))
+
     return dataclasses.replace(
         state,
         nngp=trace(state.nngp),
         ntk=trace(state.ntk),
-        var1=jnp.mean(state.var1, axis=spatial),
-        var2=jnp.mean(state.var2, axis=spatial),
+        var1=mean(state.var1),
+        var2=mean(state.var2),
         feature_shape=(size,),
         is_gaussian=False,
         source="Flatten",

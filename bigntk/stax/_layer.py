@@ -50,7 +50,10 @@ Attributes:
 """
 
 _GETTABLE = ("nngp", "ntk")
-_CLOSED_FORM_LAYERS = "Dense, Relu, Erf, Identity, Flatten, Dropout(mode='test') and serial"
+_CLOSED_FORM_LAYERS = (
+    "Dense, Identity, Flatten, Dropout(mode='test'), the sum and average pooling "
+    "layers, the elementwise nonlinearities but Tanh and Gelu, repeat and serial"
+)
 
 
 class KernelFn:

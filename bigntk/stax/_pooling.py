@@ -1,4 +1,8 @@
-"""Average pooling layers: ``AvgPool`` and ``GlobalAvgPool`` (params ``()``)."""
+"""Average pooling layers: ``AvgPool`` and ``GlobalAvgPool`` (params ``()``).
+
+``kernel_fn``: see :mod:`bigntk.stax._pool_kernels` (default axes; a
+nonlinearity after pooling activations over windows raises).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from bigntk.errors import LayerArgumentError
+from bigntk.stax import _pool_kernels
+from bigntk.stax._closed_form import KernelState
 from bigntk.stax._layer import KernelFn, Layer, check_padding, eval_output_shape
 from bigntk.stax._masking import check_channel_mask, masked, masked_mean_var, pool_mask
 
@@ -44,8 +50,8 @@ def AvgPool(
         channel_axis: channel axis of the inputs.
 
     Returns:
-        ``(init_fn, apply_fn, kernel_fn)``; ``kernel_fn`` raises
-        :class:`~bigntk.errors.UnsupportedLayerError`.
+        ``(init_fn, apply_fn, kernel_fn)``; ``kernel_fn`` supports the default
+        axes only.
     """
     check_padding("AvgPool", padding)
     window_shape = tuple(window_shape)
@@ -81,7 +87,12 @@ def AvgPool(
         check_channel_mask("AvgPool", mask, channel_axis)
         return pool_mask(mask, window_shape, strides, padding, batch_axis, channel_axis)
 
-    return init_fn, masked(apply_fn, mask_fn), KernelFn("AvgPool", None)
+    def transform(state: KernelState) -> KernelState:
+        return _pool_kernels.window_pool(
+            state, "AvgPool", lambda x: apply_fn((), x), window_shape, batch_axis, channel_axis
+        )
+
+    return init_fn, masked(apply_fn, mask_fn), KernelFn("AvgPool", transform)
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
@@ -94,7 +105,8 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
     Returns:
         ``(init_fn, apply_fn, kernel_fn)``; ``(n, *spatial, c)`` inputs become
         ``(n, c)`` (batch and channel keep their relative order). ``kernel_fn``
-        raises :class:`~bigntk.errors.UnsupportedLayerError`.
+        supports the default axes only and averages the kernel over all pairs of
+        positions.
     """
 
     def init_fn(rng: jax.Array, input_shape: Sequence[int]) -> tuple[Any, tuple[()]]:
@@ -112,4 +124,7 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
         check_channel_mask("GlobalAvgPool", mask, channel_axis)
         return jnp.all(mask, axis=_spatial_axes(mask.ndim, batch_axis, channel_axis))
 
-    return init_fn, masked(apply_fn, mask_fn), KernelFn("GlobalAvgPool", None)
+    def transform(state: KernelState) -> KernelState:
+        return _pool_kernels.global_pool(state, "GlobalAvgPool", True, batch_axis, channel_axis)
+
+    return init_fn, masked(apply_fn, mask_fn), KernelFn("GlobalAvgPool", transform)
