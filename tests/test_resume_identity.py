@@ -197,3 +197,26 @@ def test_a_block_that_kills_its_worker_ends_the_build(tmp_path):
     want = nt.empirical_ntk_fn(bm.killing_mlp_fn, vmap_axes=0, implementation=1)(x1[:8], x2, params)
     np.testing.assert_allclose(nt.open_kernel(path, allow_incomplete=True)[:8].compute(), want,
                                rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+def test_block_size_none_resumes_with_the_stores_tiling(tmp_path):
+    """The default block size depends on the machine; a store keeps its own."""
+    f, params = bm.mlp()
+    x = bm.data(20)
+    path = str(tmp_path / "k.zarr")
+    first = nt.build_kernel(f, params, x, path=path, block_size=4, progress=False)
+    again = nt.build_kernel(f, params, x, path=path, block_size=None, progress=False)
+    assert (again.computed, again.skipped) == (0, first.total)
+    with pytest.raises(SpecMismatchError, match="layout.block: stored 4, requested 8"):
+        nt.build_kernel(f, params, x, path=path, block_size=8, progress=False)
+
+
+def test_a_complete_store_answers_without_ray(tmp_path):
+    from tests import faults
+
+    path = str(tmp_path / "k.zarr")
+    first = faults.build(path)
+    # a fresh driver told to use a Ray that does not exist (it would hang trying to reach
+    # it, as an incomplete build's driver does): a complete store never needs one
+    out = faults.run_driver(path, address="127.0.0.1:1", timeout=120)
+    assert out == {"computed": 0, "skipped": first.total, "total": first.total}, out
