@@ -29,14 +29,12 @@ NAMESPACE = {"stax": stax, "jnp": jnp, "jax": jax}  # what the stored definition
 # NT's closed form differs from bigntk's on purpose (see test_hermite_deviation_from_nt)
 DEVIATES = {"hermite2"}
 # Empirical kernels: apply_fn is compared exactly for every case above, and the empirical
-# kernels of an exact function are tested elsewhere; here one case per distinct primitive
-# (min/max, sign, sin, exp, integer_pow, polyval, select, tanh, reduce_window, reduce_sum,
-# masks) goes through STRUCTURED_DERIVATIVES, whose rules are per primitive, and two also
-# through JACOBIAN_CONTRACTION and with x2=None (each run costs compile time).
-EMPIRICAL = {"abrelu", "sign", "sin", "exp", "gaussian", "gabor", "polynomial", "monomial5"}
-EMPIRICAL |= {"rectified_monomial2", "elementwise_numerical", "deep_mix", "sumpool_inputs"}
-EMPIRICAL |= {"sumpool_hidden", "sumpool_valid_strided", "global_sumpool", "masked_sumpool"}
-EMPIRICAL |= {"global_sumpool_nchw", "avgpool_hidden"}
+# kernels of an exact function are tested elsewhere; here cases covering each primitive of
+# these layers (min/max, sign, sin, exp, integer_pow, polyval, select, tanh, reduce_window,
+# reduce_sum, masks) go through STRUCTURED_DERIVATIVES, whose rules are per primitive, and
+# two also through JACOBIAN_CONTRACTION and with x2=None (each run costs compile time).
+EMPIRICAL = {"deep_mix", "sign", "polynomial", "rectified_monomial2", "elementwise_numerical"}
+EMPIRICAL |= {"sumpool_hidden", "avgpool_hidden", "masked_sumpool", "global_sumpool_nchw"}
 BOTH_IMPLEMENTATIONS = {"deep_mix", "sumpool_hidden"}
 FLOAT32 = {"deep_mix", "gabor", "hermite3_unit", "monomial5", "polynomial", "sumpool_hidden"}
 # closed forms with x2=None too (NT computes it exactly as x2=x1)
