@@ -257,8 +257,8 @@ def test_invalid_arguments_raise():
         stax.Dense(3, parameterization="mup")
     with pytest.raises(LayerArgumentError, match="padding"):
         stax.Conv(3, (2, 2), padding="same")
-    with pytest.raises(UnsupportedLayerError, match="CIRCULAR"):
-        stax.AvgPool((2, 2), padding="CIRCULAR")
+    with pytest.raises(LayerArgumentError, match="CIRCULAR"):  # lists the valid paddings
+        stax.AvgPool((2, 2), padding="FULL")
     with pytest.raises(LayerArgumentError, match="batch_axis_out"):
         stax.Flatten(batch_axis_out=2)
 

@@ -35,6 +35,7 @@ DEVIATES = {"hermite2"}
 # two also through JACOBIAN_CONTRACTION and with x2=None (each run costs compile time).
 EMPIRICAL = {"deep_mix", "sign", "polynomial", "rectified_monomial2", "elementwise_numerical"}
 EMPIRICAL |= {"sumpool_hidden", "avgpool_hidden", "masked_sumpool", "global_sumpool_nchw"}
+EMPIRICAL |= {"avgpool_circular_hidden"}  # wrap padding (pad) between parameters
 BOTH_IMPLEMENTATIONS = {"deep_mix", "sumpool_hidden"}
 FLOAT32 = {"deep_mix", "gabor", "hermite3_unit", "monomial5", "polynomial", "sumpool_hidden"}
 # closed forms with x2=None too (NT computes it exactly as x2=x1)
@@ -321,6 +322,10 @@ SHAPES = {
     "sumpool_same": (stax.SumPool((3, 2), (2, 1), "SAME"), (2, 7, 6, 3)),
     "sumpool_valid_nchw": (stax.SumPool((2, 2), channel_axis=1), (2, 3, 7, 6)),
     "sumpool_1d": (stax.SumPool((2,)), (2, 5, 3)),
+    "avgpool_circular_nchw": (
+        stax.AvgPool((2, 3), (1, 2), stax.Padding.CIRCULAR, channel_axis=1),
+        (2, 3, 5, 6),
+    ),
     "global_sumpool": (stax.GlobalSumPool(), (2, 5, 6, 3)),
     "global_sumpool_nchw": (stax.GlobalSumPool(channel_axis=1), (2, 3, 5, 6)),
     "global_sumpool_flat": (stax.GlobalSumPool(), (2, 3)),
@@ -351,10 +356,32 @@ def test_invalid_arguments_raise():
     ):
         with pytest.raises(LayerArgumentError, match="expected"):
             make()
-    with pytest.raises(UnsupportedLayerError, match="CIRCULAR"):
-        stax.SumPool((2,), padding="CIRCULAR")
     with pytest.raises(LayerArgumentError, match="spatial axes"):
         stax.SumPool((2, 2))[1]((), jnp.ones((2, 5, 3)))
+
+
+def test_circular_pooling_wraps_around():
+    """Stride one: ``out[i] = sum_k x[(i - lo + k) % n]``, ``lo = (w - 1) // 2`` per axis."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 4, 3))
+    window = (3, 2)
+    expected = sum(
+        np.roll(x, ((window[0] - 1) // 2 - a, (window[1] - 1) // 2 - b), axis=(1, 2))
+        for a in range(window[0])
+        for b in range(window[1])
+    )
+    init_fn, sum_pool, _ = stax.SumPool(window, padding="CIRCULAR")
+    assert init_fn(None, (-1, 5, 4, 3)) == ((-1, 5, 4, 3), ())  # 'SAME' shape
+    avg_pool = stax.AvgPool(window, padding="CIRCULAR", normalize_edges=True)[1]
+    np.testing.assert_allclose(sum_pool((), x), expected, rtol=1e-6)
+    np.testing.assert_allclose(avg_pool((), x), expected / 6, rtol=1e-6)
+    # masks as for 'SAME' (each window's centre); NT 0.6.5 raises on masked CIRCULAR pooling
+    x = rng.standard_normal((2, 5, 1))  # one channel: the same mask for every channel
+    x[0, 3:] = -10.0
+    out = stax.SumPool((2,), padding="CIRCULAR")[1]((), x, mask_constant=-10.0)
+    assert out.mask[..., 0].tolist() == [[False] * 3 + [True] * 2, [False] * 5]
+    a, b, c = x[0, :3, 0]  # masked positions count as zeros; the window wraps to a
+    np.testing.assert_allclose(out.masked_value[0, :, 0], [a + b, b + c, c, 0, a], rtol=1e-6)
 
 
 def test_layers_without_function_or_kernel_raise():

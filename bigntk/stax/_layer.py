@@ -189,15 +189,3 @@ def eval_output_shape(
     if unknown_batch:
         out[batch_axis if out_batch_axis is None else out_batch_axis] = -1
     return tuple(out)
-
-
-def check_padding(layer: str, padding: str) -> None:
-    """Raise unless ``padding`` is one bigntk.stax supports ('VALID' or 'SAME')."""
-    if padding == "CIRCULAR":
-        raise UnsupportedLayerError(
-            f"{layer}(padding='CIRCULAR') is not supported by bigntk.stax; use 'VALID' or 'SAME'."
-        )
-    if padding not in ("VALID", "SAME"):
-        raise LayerArgumentError(
-            f"expected {layer} padding 'VALID' or 'SAME', got {padding!r} instead."
-        )

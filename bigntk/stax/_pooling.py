@@ -1,7 +1,12 @@
 """Average pooling layers: ``AvgPool`` and ``GlobalAvgPool`` (params ``()``).
 
-``kernel_fn``: see :mod:`bigntk.stax._pool_kernels` (default axes; a
-nonlinearity after pooling activations over windows raises).
+``padding='CIRCULAR'`` pools the input padded with its own opposite edges
+(:func:`bigntk.stax._conv.circular_pad`) with ``'VALID'`` windows, as Neural
+Tangents does: the output has the ``'SAME'`` shape and every window divides by
+``prod(window_shape)``. Output masks are the masks at the windows' centres
+(for ``'CIRCULAR'`` as for ``'SAME'``; NT 0.6.5 raises on masked ``'CIRCULAR'``
+pooling). ``kernel_fn``: see :mod:`bigntk.stax._pool_kernels`
+(default axes; a nonlinearity after pooling activations over windows raises).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from jax import lax
 from bigntk.errors import LayerArgumentError
 from bigntk.stax import _pool_kernels
 from bigntk.stax._closed_form import KernelState
-from bigntk.stax._layer import KernelFn, Layer, check_padding, eval_output_shape
+from bigntk.stax._conv import Padding, as_padding, circular_pad
+from bigntk.stax._layer import KernelFn, Layer, eval_output_shape
 from bigntk.stax._masking import check_channel_mask, masked, masked_mean_var, pool_mask
 
 __all__ = ["AvgPool", "GlobalAvgPool"]
@@ -31,7 +37,7 @@ def _spatial_axes(ndim: int, batch_axis: int, channel_axis: int) -> tuple[int, .
 def AvgPool(
     window_shape: Sequence[int],
     strides: Sequence[int] | None = None,
-    padding: str = "VALID",
+    padding: str | Padding = "VALID",
     normalize_edges: bool = False,
     batch_axis: int = 0,
     channel_axis: int = -1,
@@ -41,11 +47,14 @@ def AvgPool(
     Args:
         window_shape: spatial window, e.g. ``(2, 2)``.
         strides: spatial strides; ``None`` means ones.
-        padding: ``'VALID'`` or ``'SAME'`` (``'CIRCULAR'`` is not supported).
+        padding: ``'VALID'``, ``'SAME'`` (zeros) or ``'CIRCULAR'`` (periodic:
+            ``'SAME'`` output shape, windows wrap around the edges), or a
+            :class:`~bigntk.stax.Padding`.
         normalize_edges: with ``'SAME'`` padding, ``True`` divides each sum by
             the number of non-padding entries in its window (as
             ``jax.example_libraries.stax.AvgPool``); ``False`` (Neural Tangents'
-            default) divides by ``prod(window_shape)`` everywhere.
+            default) divides by ``prod(window_shape)`` everywhere. No effect
+            with ``'VALID'`` or ``'CIRCULAR'`` (every window is full).
         batch_axis: batch axis of the inputs.
         channel_axis: channel axis of the inputs.
 
@@ -53,7 +62,7 @@ def AvgPool(
         ``(init_fn, apply_fn, kernel_fn)``; ``kernel_fn`` supports the default
         axes only.
     """
-    check_padding("AvgPool", padding)
+    padding = as_padding("AvgPool", padding)
     window_shape = tuple(window_shape)
     strides = tuple(strides) if strides else (1,) * len(window_shape)
 
@@ -70,13 +79,17 @@ def AvgPool(
         return tuple(out)
 
     def window_sum(x: jax.Array) -> jax.Array:
-        return lax.reduce_window(
-            x, 0.0, lax.add, full(window_shape, x.ndim), full(strides, x.ndim), padding
-        )
+        window, steps = full(window_shape, x.ndim), full(strides, x.ndim)
+        if padding is Padding.CIRCULAR:
+            x = circular_pad(
+                x, window_shape, strides, _spatial_axes(x.ndim, batch_axis, channel_axis)
+            )
+            return lax.reduce_window(x, 0.0, lax.add, window, steps, "VALID")
+        return lax.reduce_window(x, 0.0, lax.add, window, steps, padding.value)
 
     def apply_fn(params: Any, inputs: jax.Array, **kwargs: Any) -> jax.Array:
         total = window_sum(inputs)
-        if normalize_edges and padding == "SAME":
+        if normalize_edges and padding is Padding.SAME:
             return total / window_sum(jnp.ones_like(inputs))
         return total / math.prod(window_shape)
 
@@ -85,7 +98,8 @@ def AvgPool(
 
     def mask_fn(mask: jax.Array, input_shape: Any) -> jax.Array:
         check_channel_mask("AvgPool", mask, channel_axis)
-        return pool_mask(mask, window_shape, strides, padding, batch_axis, channel_axis)
+        shape_padding = "SAME" if padding is Padding.CIRCULAR else padding.value
+        return pool_mask(mask, window_shape, strides, shape_padding, batch_axis, channel_axis)
 
     def transform(state: KernelState) -> KernelState:
         return _pool_kernels.window_pool(

@@ -1,9 +1,12 @@
 """Sum pooling layers, ``SumPool`` and ``GlobalSumPool`` (params ``()``), with closed forms.
 
 ``apply_fn`` is ``jax.example_libraries.stax.SumPool`` (a ``lax.reduce_window``
-sum) and ``jnp.sum`` over the spatial axes, as in Neural Tangents. With
+sum) and ``jnp.sum`` over the spatial axes, as in Neural Tangents;
+``padding='CIRCULAR'`` sums ``'VALID'`` windows of the input padded with its own
+opposite edges (:func:`bigntk.stax._conv.circular_pad`), as NT does. With
 ``mask_constant=``, masked positions count as zeros; the output mask is the
-mask at each window's centre (``SumPool``) or "all positions masked"
+mask at each window's centre (``SumPool``; with ``'CIRCULAR'`` as with
+``'SAME'``, where NT 0.6.5 raises) or "all positions masked"
 (``GlobalSumPool``), as in Neural Tangents. ``kernel_fn``: see
 :mod:`bigntk.stax._pool_kernels` (a nonlinearity after pooling activations
 over windows raises).
@@ -21,7 +24,8 @@ from jax import lax
 from bigntk.errors import LayerArgumentError
 from bigntk.stax import _pool_kernels
 from bigntk.stax._closed_form import KernelState
-from bigntk.stax._layer import KernelFn, Layer, check_padding, eval_output_shape
+from bigntk.stax._conv import Padding, as_padding, circular_pad
+from bigntk.stax._layer import KernelFn, Layer, eval_output_shape
 from bigntk.stax._masking import check_channel_mask, masked, pool_mask
 from bigntk.stax._pooling import _spatial_axes
 
@@ -31,7 +35,7 @@ __all__ = ["GlobalSumPool", "SumPool"]
 def SumPool(
     window_shape: Sequence[int],
     strides: Sequence[int] | None = None,
-    padding: str = "VALID",
+    padding: str | Padding = "VALID",
     batch_axis: int = 0,
     channel_axis: int = -1,
 ) -> Layer:
@@ -40,7 +44,9 @@ def SumPool(
     Args:
         window_shape: spatial window, e.g. ``(2, 2)``.
         strides: spatial strides; ``None`` means ones (not the window shape).
-        padding: ``'VALID'`` or ``'SAME'`` (zeros); ``'CIRCULAR'`` is not supported.
+        padding: ``'VALID'``, ``'SAME'`` (zeros) or ``'CIRCULAR'`` (periodic:
+            ``'SAME'`` output shape, windows wrap around the edges), or a
+            :class:`~bigntk.stax.Padding`.
         batch_axis: batch axis of the inputs.
         channel_axis: channel axis of the inputs.
 
@@ -48,7 +54,7 @@ def SumPool(
         ``(init_fn, apply_fn, kernel_fn)``. ``kernel_fn`` supports the default
         axes only (see :mod:`bigntk.stax._pool_kernels` for what may follow it).
     """
-    check_padding("SumPool", padding)
+    padding = as_padding("SumPool", padding)
     window_shape = tuple(window_shape)
     strides = tuple(strides) if strides else (1,) * len(window_shape)
     if len(strides) != len(window_shape):
@@ -72,7 +78,12 @@ def SumPool(
 
     def window_sum(x: jax.Array) -> jax.Array:
         window, steps = full(window_shape, x.ndim), full(strides, x.ndim)
-        return lax.reduce_window(x, 0.0, lax.add, window, steps, padding)
+        if padding is Padding.CIRCULAR:
+            x = circular_pad(
+                x, window_shape, strides, _spatial_axes(x.ndim, batch_axis, channel_axis)
+            )
+            return lax.reduce_window(x, 0.0, lax.add, window, steps, "VALID")
+        return lax.reduce_window(x, 0.0, lax.add, window, steps, padding.value)
 
     def init_fn(rng: jax.Array, input_shape: Sequence[int]) -> tuple[Any, tuple[()]]:
         return eval_output_shape(window_sum, input_shape, batch_axis=batch_axis), ()
@@ -82,7 +93,8 @@ def SumPool(
 
     def mask_fn(mask: jax.Array, input_shape: Any) -> jax.Array:
         check_channel_mask("SumPool", mask, channel_axis)
-        return pool_mask(mask, window_shape, strides, padding, batch_axis, channel_axis)
+        shape_padding = "SAME" if padding is Padding.CIRCULAR else padding.value
+        return pool_mask(mask, window_shape, strides, shape_padding, batch_axis, channel_axis)
 
     def transform(state: KernelState) -> KernelState:
         return _pool_kernels.window_pool(

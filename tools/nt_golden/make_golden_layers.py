@@ -184,6 +184,22 @@ CASES = {
         ),
         shapes=((4, 2, 4, 3), (3, 2, 4, 3)),
     ),
+    # CIRCULAR: asymmetric wrap-around (pads (1, 2) along length 6; (1, 1) and (0, 1) in 2D)
+    "sumpool_circular_inputs": dict(
+        definition=(
+            "stax.serial(stax.SumPool((4,), padding='CIRCULAR'), stax.Dense(8, b_std=0.1), "
+            "stax.Erf(), stax.GlobalSumPool(), stax.Dense(2))"
+        ),
+        shapes=((4, 6, 3), (3, 6, 3)),
+    ),
+    "avgpool_circular_hidden": dict(
+        definition=(
+            "stax.serial(stax.Dense(6, b_std=0.1), stax.Relu(), "
+            "stax.AvgPool((3, 2), strides=(2, 1), padding='CIRCULAR', normalize_edges=True), "
+            "stax.Dense(4), stax.Flatten(), stax.Dense(2))"
+        ),
+        shapes=((4, 5, 4, 2), (3, 5, 4, 2)),
+    ),
 }
 
 
