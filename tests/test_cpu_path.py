@@ -288,3 +288,26 @@ def test_the_builders_block_programs_follow_the_rule():
     assert "pair" in kernel.cpu_paths and set(kernel.cpu_paths.values()) == {"xla"}
     expected = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=JC)(x, None, params)
     np.testing.assert_allclose(blocks["ntk"], expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("impl", [JC, VP, SD])
+def test_the_rough_estimate_bounds_xlas_peak_so_a_traced_call_compiles_nothing(monkeypatch, impl):
+    # with vmap_axes, an example's outputs hold only that example's activations: the
+    # estimate (which decides whether to compile for XLA's peak while tracing) bounds
+    # the peak with its safety factor, and not by much more (it was ~30x here, so a
+    # traced call compiled its program once more just to read the peak)
+    from bigntk.empirical._api import _info
+
+    f, params, x1, x2 = _cnn32()
+    rough = _info(f, (-1,), (), 0, x1, x2, params, {}).rough_bytes
+    top = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=impl).plan(x1, x2, params)
+    budget = 16 * top.peak_bytes
+    assert top.peak_bytes <= rough <= budget
+    compiled = _record_compiles(monkeypatch)
+    fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=impl, memory_budget=budget)
+    seen = []
+    got = jax.jit(lambda a, b, p: seen.append(fn.plan(a, b, p)) or fn(a, b, p))(x1, x2, params)
+    assert compiled == []  # nothing compiled while tracing: the user's jit compiles once
+    assert seen[0].how == "explicit" and seen[0].peak_bytes is None
+    want = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=JC)(x1, x2, params)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)

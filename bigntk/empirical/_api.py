@@ -181,10 +181,19 @@ def _info(
     n_params = sum(int(leaf.size) for leaf in diff)
     if not diff:
         return ProblemInfo(False, 0, 1, (), None, None, 1, 0)
-    activations = 0
-    for x, kw in {id(s): s for s in ((pb.x1, pb.kw1), (pb.x2, pb.kw2))}.values():
-        jaxpr = jax.make_jaxpr(lambda d, x=x, kw=kw: pb.call(d, x, kw))(diff)
-        activations += activation_size(jaxpr.jaxpr)
+    sides = ((pb.x1, pb.kw1, leaves1), (pb.x2, pb.kw2, leaves2))
+    activations = [
+        activation_size(jax.make_jaxpr(lambda d, x=x, kw=kw: pb.call(d, x, kw))(diff).jaxpr)
+        for x, kw, _ in sides
+    ]
+    out_sizes = sum(math.prod(a.shape) for a in leaves1 + leaves2)
+    if pb.vmap is None:  # each output's reverse pass may hold every activation
+        held = out_sizes * sum(activations)
+    else:  # batch-independent: an example's outputs hold that example's activations only
+        held = sum(
+            sum(math.prod(a.shape) for a in leaves) * acts // max(batch_size(pb, side) or 1, 1)
+            for side, ((_, _, leaves), acts) in enumerate(zip(sides, activations, strict=True), 1)
+        )
     if pb.vmap is None:
         basis = max(math.prod(a.shape) for a in leaves2)
     else:
@@ -192,7 +201,6 @@ def _info(
             math.prod(a.shape) // max(a.shape[b], 1)
             for a, b in zip(leaves2, pb.out_axes, strict=True)
         )
-    out_sizes = sum(math.prod(a.shape) for a in leaves1 + leaves2)
     result = sum(
         math.prod(s.result_shape(a.shape, b.shape))
         for s, a, b in zip(pb.specs, leaves1, leaves2, strict=True)
@@ -206,7 +214,7 @@ def _info(
         n1=batch_size(pb, 1),
         n2=batch_size(pb, 2),
         basis=max(basis, 1),
-        rough_bytes=rough_bytes(itemsize, out_sizes, n_params, activations, result),
+        rough_bytes=rough_bytes(itemsize, out_sizes * n_params, held, result),
     )
 
 

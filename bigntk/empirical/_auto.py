@@ -23,6 +23,11 @@ cached:
    (FLOPs and bytes accessed), corrected per device kind and implementation by
    the ratios earlier trials measured; such a prediction is replaced by a trial
    the first time the same signature comes with concrete arrays.
+4. A measured choice (trial or stand-in) is recorded on disk
+   (:mod:`~bigntk.empirical._records`, keyed by the first candidate's program):
+   a later process compiles only the recorded implementation, cut as
+   recorded, and times nothing (``how='recorded'``); where it no longer fits
+   the budget that way, AUTO times its candidates again.
 
 Decisions are logged at DEBUG level on ``bigntk.empirical.auto`` and can be
 read without computing with ``kernel_fn.plan(...)``.
@@ -446,9 +451,10 @@ class Planner:
         return Decision(c.impl, c.chunks, c.peak, budget, "trial", seconds, c.path), out
 
 
-def rough_bytes(itemsize: int, out_sizes: int, n_params: int, activations: int, result: int) -> int:
-    """A generous size of an unchunked call: per-output Jacobians and activations, the result."""
-    return int(_SAFETY * itemsize * (out_sizes * (n_params + activations) + result))
+def rough_bytes(itemsize: int, jacobians: int, held: int, result: int) -> int:
+    """A generous size of an unchunked call from element counts: the per-output
+    Jacobians, the activations the outputs' reverse passes hold, the result."""
+    return int(_SAFETY * itemsize * (jacobians + held + result))
 
 
 def activation_size(jaxpr: Any) -> int:
