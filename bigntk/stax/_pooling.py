@@ -123,10 +123,6 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
         positions.
     """
 
-    def init_fn(rng: jax.Array, input_shape: Sequence[int]) -> tuple[Any, tuple[()]]:
-        spatial = _spatial_axes(len(input_shape), batch_axis, channel_axis)
-        return tuple(d for i, d in enumerate(input_shape) if i not in spatial), ()
-
     def apply_fn(params: Any, inputs: jax.Array, **kwargs: Any) -> jax.Array:
         axes = _spatial_axes(inputs.ndim, batch_axis, channel_axis)
         mask = kwargs.get("mask")
@@ -134,11 +130,23 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
             return jnp.mean(inputs, axis=axes)
         return jnp.squeeze(masked_mean_var(inputs, axes, mask)[0], axes)
 
+    return global_pool("GlobalAvgPool", apply_fn, True, batch_axis, channel_axis)
+
+
+def global_pool(
+    name: str, apply_fn: Any, average: bool, batch_axis: int, channel_axis: int
+) -> Layer:
+    """A layer reducing all spatial axes with ``apply_fn`` (a mean if ``average``, else a sum)."""
+
+    def init_fn(rng: jax.Array, input_shape: Sequence[int]) -> tuple[Any, tuple[()]]:
+        spatial = _spatial_axes(len(input_shape), batch_axis, channel_axis)
+        return tuple(d for i, d in enumerate(input_shape) if i not in spatial), ()
+
     def mask_fn(mask: jax.Array, input_shape: Any) -> jax.Array:
-        check_channel_mask("GlobalAvgPool", mask, channel_axis)
+        check_channel_mask(name, mask, channel_axis)
         return jnp.all(mask, axis=_spatial_axes(mask.ndim, batch_axis, channel_axis))
 
     def transform(state: KernelState) -> KernelState:
-        return _pool_kernels.global_pool(state, "GlobalAvgPool", True, batch_axis, channel_axis)
+        return _pool_kernels.global_pool(state, name, average, batch_axis, channel_axis)
 
-    return init_fn, masked(apply_fn, mask_fn), KernelFn("GlobalAvgPool", transform)
+    return init_fn, masked(apply_fn, mask_fn), KernelFn(name, transform)

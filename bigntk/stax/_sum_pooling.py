@@ -27,7 +27,7 @@ from bigntk.stax._closed_form import KernelState
 from bigntk.stax._conv import Padding, as_padding, circular_pad
 from bigntk.stax._layer import KernelFn, Layer, eval_output_shape
 from bigntk.stax._masking import check_channel_mask, masked, pool_mask
-from bigntk.stax._pooling import _spatial_axes
+from bigntk.stax._pooling import _spatial_axes, global_pool
 
 __all__ = ["GlobalSumPool", "SumPool"]
 
@@ -118,18 +118,7 @@ def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
         positions.
     """
 
-    def init_fn(rng: jax.Array, input_shape: Sequence[int]) -> tuple[Any, tuple[()]]:
-        spatial = _spatial_axes(len(input_shape), batch_axis, channel_axis)
-        return tuple(d for i, d in enumerate(input_shape) if i not in spatial), ()
-
     def apply_fn(params: Any, inputs: jax.Array, **kwargs: Any) -> jax.Array:
         return jnp.sum(inputs, axis=_spatial_axes(inputs.ndim, batch_axis, channel_axis))
 
-    def mask_fn(mask: jax.Array, input_shape: Any) -> jax.Array:
-        check_channel_mask("GlobalSumPool", mask, channel_axis)
-        return jnp.all(mask, axis=_spatial_axes(mask.ndim, batch_axis, channel_axis))
-
-    def transform(state: KernelState) -> KernelState:
-        return _pool_kernels.global_pool(state, "GlobalSumPool", False, batch_axis, channel_axis)
-
-    return init_fn, masked(apply_fn, mask_fn), KernelFn("GlobalSumPool", transform)
+    return global_pool("GlobalSumPool", apply_fn, False, batch_axis, channel_axis)
