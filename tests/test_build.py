@@ -197,7 +197,8 @@ def test_killed_worker_is_replaced_and_its_block_recomputed(tmp_path):
     thread.start()
     deadline = time.time() + 60
     while time.time() < deadline and not (
-        os.path.exists(path) and KernelStore.open(path).committed().sum() >= 2
+        os.path.exists(os.path.join(path, "zarr.json"))  # the store, not only its lease
+        and KernelStore.open(path).committed().sum() >= 2
     ):
         time.sleep(0.1)
     pids = _worker_pids()

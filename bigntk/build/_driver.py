@@ -29,6 +29,7 @@ from bigntk.build._failures import store_full_errors
 from bigntk.build._fs import check_store_url
 from bigntk.build._identity import params_fingerprint, probe_rows, program_fingerprint
 from bigntk.build._lease import writer_lease
+from bigntk.build._paths import has_partial_files
 from bigntk.build._resources import WorkerResources
 from bigntk.build._resume import why_not_resumable
 from bigntk.build._scheduler import BuildResult, run_blocks
@@ -358,8 +359,8 @@ def _answer_complete(store: KernelStore, describe: Callable, data: tuple) -> Bui
     """
     start = time.perf_counter()
     plan = store.plan
-    if (plan.mask() & ~store.committed()).any():
-        return None
+    if (plan.mask() & ~store.committed()).any() or has_partial_files(store.path):
+        return None  # blocks to compute, or orphan files to remove under the lease
     spec, _, probe = describe(1, data)  # one device: the layout checks need no Ray
     if spec_hash(spec) != store.spec_hash or why_not_resumable(
         store, spec, store.spec_hash, store.meta.get("versions", {}), probe

@@ -27,6 +27,13 @@ def local_path(path: str) -> pathlib.Path:
     return pathlib.Path(str(path).removeprefix("file://"))
 
 
+def has_partial_files(path: str) -> bool:
+    """Orphan ``*.partial`` files a killed writer left are in a local store."""
+    if not is_local(path):
+        return False
+    return any(".partial" in n for _, _, files in os.walk(local_path(path)) for n in files)
+
+
 def remove_partial_files(path: str) -> int:
     """Delete orphan ``*.partial`` files a killed writer left in a local store."""
     if not is_local(path):
@@ -80,7 +87,6 @@ def lease_only(path: str) -> bool:
     if is_local(path):
         names = [e.name for e in (local_path(path) / LEASE_FOLDER).iterdir()]
     else:
-
         fs, root = _fresh(path)
         names = [e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(f"{root}/{LEASE_FOLDER}")]
     return all(n.startswith(LEASE_NAME) for n in names)

@@ -30,6 +30,7 @@ from bigntk.build._paths import (
     creatable,
     entries,
     is_local,
+    lease_only,
     local_path,
     path_exists,
     remove_empty_folders,
@@ -94,6 +95,11 @@ class KernelStore:
         """Open an existing store; raise :class:`NotAStoreError` if it is not one."""
         if not (local_path(path).exists() if is_local(path) else path_exists(path)):
             raise FileNotFoundError(f"No kernel store at {path}: the path does not exist.")
+        if lease_only(path):
+            raise FileNotFoundError(
+                f"No kernel store at {path} yet: a build holds the path and is creating it "
+                "(or died doing so; the next build takes its lease over)."
+            )
         try:
             # bigntk writes Zarr v3 only; v3 metadata is JSON and names no code to run
             group = zarr.open_group(str(path), mode=mode, zarr_format=3)
