@@ -66,26 +66,7 @@ def AvgPool(
     window_shape = tuple(window_shape)
     strides = tuple(strides) if strides else (1,) * len(window_shape)
 
-    def full(values: tuple[int, ...], ndim: int) -> tuple[int, ...]:
-        spatial = _spatial_axes(ndim, batch_axis, channel_axis)
-        if len(spatial) != len(values):
-            raise LayerArgumentError(
-                f"expected inputs with {len(values)} spatial axes for AvgPool window "
-                f"{window_shape}, got {ndim}-dimensional inputs instead."
-            )
-        out = [1] * ndim
-        for axis, value in zip(spatial, values, strict=True):
-            out[axis] = value
-        return tuple(out)
-
-    def window_sum(x: jax.Array) -> jax.Array:
-        window, steps = full(window_shape, x.ndim), full(strides, x.ndim)
-        if padding is Padding.CIRCULAR:
-            x = circular_pad(
-                x, window_shape, strides, _spatial_axes(x.ndim, batch_axis, channel_axis)
-            )
-            return lax.reduce_window(x, 0.0, lax.add, window, steps, "VALID")
-        return lax.reduce_window(x, 0.0, lax.add, window, steps, padding.value)
+    window_sum = window_sum_fn("AvgPool", window_shape, strides, padding, batch_axis, channel_axis)
 
     def apply_fn(params: Any, inputs: jax.Array, **kwargs: Any) -> jax.Array:
         total = window_sum(inputs)
@@ -131,6 +112,41 @@ def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
         return jnp.squeeze(masked_mean_var(inputs, axes, mask)[0], axes)
 
     return global_pool("GlobalAvgPool", apply_fn, True, batch_axis, channel_axis)
+
+
+def window_sum_fn(
+    name: str,
+    window_shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: Padding,
+    batch_axis: int,
+    channel_axis: int,
+) -> Any:
+    """``x -> `` the sum over each pooling window of ``x`` (CIRCULAR: over the wrapped input)."""
+
+    def full(values: tuple[int, ...], ndim: int) -> tuple[int, ...]:
+        spatial = _spatial_axes(ndim, batch_axis, channel_axis)
+        if len(spatial) != len(values):
+            raise LayerArgumentError(
+                f"expected inputs with {len(values)} spatial axes for {name} window "
+                f"{window_shape}, got {ndim}-dimensional inputs instead (batch axis "
+                f"{batch_axis}, channel axis {channel_axis})."
+            )
+        out = [1] * ndim
+        for axis, value in zip(spatial, values, strict=True):
+            out[axis] = value
+        return tuple(out)
+
+    def window_sum(x: jax.Array) -> jax.Array:
+        window, steps = full(window_shape, x.ndim), full(strides, x.ndim)
+        if padding is Padding.CIRCULAR:
+            x = circular_pad(
+                x, window_shape, strides, _spatial_axes(x.ndim, batch_axis, channel_axis)
+            )
+            return lax.reduce_window(x, 0.0, lax.add, window, steps, "VALID")
+        return lax.reduce_window(x, 0.0, lax.add, window, steps, padding.value)
+
+    return window_sum
 
 
 def global_pool(

@@ -19,15 +19,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from bigntk.errors import LayerArgumentError
 from bigntk.stax import _pool_kernels
 from bigntk.stax._closed_form import KernelState
-from bigntk.stax._conv import Padding, as_padding, circular_pad
+from bigntk.stax._conv import Padding, as_padding
 from bigntk.stax._layer import KernelFn, Layer, eval_output_shape
 from bigntk.stax._masking import check_channel_mask, masked, pool_mask
-from bigntk.stax._pooling import _spatial_axes, global_pool
+from bigntk.stax._pooling import _spatial_axes, global_pool, window_sum_fn
 
 __all__ = ["GlobalSumPool", "SumPool"]
 
@@ -63,27 +62,7 @@ def SumPool(
             f"{window_shape}, got {strides} instead."
         )
 
-    def full(values: tuple[int, ...], ndim: int) -> tuple[int, ...]:
-        spatial = _spatial_axes(ndim, batch_axis, channel_axis)
-        if len(spatial) != len(values):
-            raise LayerArgumentError(
-                f"expected inputs with {len(values)} spatial axes for SumPool window "
-                f"{window_shape}, got {ndim}-dimensional inputs instead (batch axis "
-                f"{batch_axis}, channel axis {channel_axis})."
-            )
-        out = [1] * ndim
-        for axis, value in zip(spatial, values, strict=True):
-            out[axis] = value
-        return tuple(out)
-
-    def window_sum(x: jax.Array) -> jax.Array:
-        window, steps = full(window_shape, x.ndim), full(strides, x.ndim)
-        if padding is Padding.CIRCULAR:
-            x = circular_pad(
-                x, window_shape, strides, _spatial_axes(x.ndim, batch_axis, channel_axis)
-            )
-            return lax.reduce_window(x, 0.0, lax.add, window, steps, "VALID")
-        return lax.reduce_window(x, 0.0, lax.add, window, steps, padding.value)
+    window_sum = window_sum_fn("SumPool", window_shape, strides, padding, batch_axis, channel_axis)
 
     def init_fn(rng: jax.Array, input_shape: Sequence[int]) -> tuple[Any, tuple[()]]:
         return eval_output_shape(window_sum, input_shape, batch_axis=batch_axis), ()
