@@ -31,7 +31,7 @@ import ray
 import bigntk as nt
 from bigntk import stax
 from bigntk.build._compute import BlockKernel
-from bigntk.build._plan import Plan
+from bigntk.store import Plan
 
 
 def fcn(width: int, features: int, depth: int = 2):

@@ -160,8 +160,7 @@ def stale_partial(work, ref, rng, duration):
 
 
 def truncated_chunk(work, ref, rng, duration):
-    from bigntk.build import KernelStore
-    from bigntk.build._checksum import scan
+    from bigntk.store import KernelStore, scan
 
     path = work / "k.zarr"
     shutil.copytree(ref, path)

@@ -48,7 +48,7 @@ def _mlp(activation="Relu", W_std=1.0, features=5):
 def _pretend_other_jax(path: str, probe_scale: float) -> None:
     import zarr
 
-    from bigntk.build._store import spec_hash
+    from bigntk.store import spec_hash
 
     group = zarr.open_group(path, mode="r+")
     meta = dict(group.attrs)["bigntk"]
@@ -157,8 +157,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result = {
             "machine": f"{platform.node()} {os.cpu_count()} cores",
-            "versions": {"jax": jax.__version__, "ray": ray.__version__,
-                         "numpy": np.__version__},  # fmt: skip
+            "versions": {
+                "jax": jax.__version__,
+                "ray": ray.__version__,
+                "numpy": np.__version__,
+            },  # fmt: skip
             "changes": changes(pathlib.Path(tmp)),
             "costs": costs(pathlib.Path(tmp), args.gib),
         }

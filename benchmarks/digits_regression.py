@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 
 import bigntk as nt
-from bigntk.build import load_builtin, load_config
+from bigntk.config import load_builtin, load_config
 
 CONFIGS = {
     "CNN": "configs/digits_regression_cnn.yaml",

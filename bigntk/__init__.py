@@ -16,8 +16,8 @@ from bigntk.empirical import empirical_kernel_fn as empirical_kernel_fn
 from bigntk.empirical import empirical_nngp_fn as empirical_nngp_fn
 from bigntk.empirical import empirical_ntk_fn as empirical_ntk_fn
 from bigntk.empirical import empirical_ntk_vp_fn as empirical_ntk_vp_fn
-from bigntk.read import open_kernel as open_kernel
 from bigntk.solve import kernel_regression as kernel_regression
+from bigntk.store import open_kernel as open_kernel
 from bigntk.taylor import linearize as linearize
 from bigntk.taylor import taylor_expand as taylor_expand
 

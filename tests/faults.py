@@ -139,7 +139,7 @@ def start_driver(path: str, **options: Any) -> subprocess.Popen:
 
 def committed(path: str) -> int:
     """Blocks the manifest lists (0 while the store does not exist yet)."""
-    from bigntk.build import KernelStore
+    from bigntk.store import KernelStore
 
     with contextlib.suppress(Exception):
         return int(KernelStore.open(str(path)).committed().sum())
@@ -148,7 +148,7 @@ def committed(path: str) -> int:
 
 def written_uncommitted(path: str) -> int:
     """Blocks whose chunk files exist but which the manifest does not list (work to redo)."""
-    from bigntk.build import KernelStore
+    from bigntk.store import KernelStore
 
     try:
         store = KernelStore.open(str(path))
@@ -200,7 +200,7 @@ def compare(path: str, reference: str) -> dict:
     from the reference (or cannot be read), plus, for a complete build, blocks
     missing altogether.
     """
-    from bigntk.build import KernelStore
+    from bigntk.store import KernelStore
 
     store, ref = KernelStore.open(str(path)), KernelStore.open(str(reference))
     plan = store.plan

@@ -15,8 +15,8 @@ import pytest
 import zarr
 
 import bigntk as nt
-from bigntk.build import KernelStore
 from bigntk.errors import BuildInputError, IncompleteKernelError, NotAStoreError, SpecMismatchError
+from bigntk.store import KernelStore, StoreWriter
 from tests import builder_models as bm
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.xdist_group("ray")]
@@ -100,7 +100,7 @@ def test_resume_computes_only_missing_blocks(tmp_path):
     first = nt.build_kernel(f, params, x, path=path, block_size=8, progress=False)
     full = nt.open_kernel(path).compute()
     # forget three blocks, as if the driver died before committing them
-    store = KernelStore.open(path, mode="r+")
+    store = StoreWriter.open(path)
     done = store.committed()
     lost = np.argwhere(done)[[0, 3, -1]]
     done[tuple(lost.T)] = False
@@ -316,7 +316,7 @@ def test_auto_is_decided_once_per_store_and_a_resume_reuses_it(tmp_path):
     x = bm.data(14, seed=3)
     path = str(tmp_path / "k.zarr")
     nt.build_kernel(f, params, x, path=path, block_size=8, progress=False, implementation=0)
-    store = KernelStore.open(path, mode="r+")
+    store = StoreWriter.open(path)
     chosen = store.meta["auto_implementation"]
     assert chosen in (1, 2, 3)
     # pretend the first run chose another implementation, and lose every block

@@ -1,4 +1,4 @@
-"""Per-block checksums, ``bigntk verify --checksums`` and repair (bigntk/build/_checksum.py)."""
+"""Per-block checksums, ``bigntk verify --checksums`` and repair (bigntk/store/_checksum.py)."""
 
 import pathlib
 import shutil
@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 import bigntk as nt
-from bigntk.build import KernelStore
-from bigntk.build._checksum import NONE, PREFIX, checksum, scan
 from bigntk.cli import main
+from bigntk.store import KernelStore, StoreWriter
+from bigntk.store._checksum import NONE, PREFIX, checksum, scan
 from tests import builder_models as bm
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.xdist_group("ray")]
@@ -77,7 +77,7 @@ def test_damaged_blocks_are_found_and_repaired_bit_for_bit(tmp_path, capsys):
 def test_nonfinite_values_are_reported(tmp_path):
     path = tmp_path / "k.zarr"
     _build(path)
-    store = KernelStore.open(str(path), mode="r+")
+    store = StoreWriter.open(str(path))
     store.array("ntk")[9, 3] = np.nan  # block (1, 0)'s mirror region: block (0, 1)
     (problem,) = scan(store).problems
     assert (problem.block, problem.kind, problem.what) == ((0, 1), "ntk", "nonfinite")

@@ -1,4 +1,4 @@
-"""Build configs (bigntk/build/_config.py) and the ``bigntk`` command (bigntk/cli.py)."""
+"""Build configs (bigntk/config/_load.py) and the ``bigntk`` command (bigntk/cli.py)."""
 
 import pathlib
 import subprocess
@@ -11,11 +11,11 @@ import yaml
 import zarr
 
 import bigntk as nt
-from bigntk.build import KernelStore, load_builtin, load_config
-from bigntk.build._config import apply_overrides, parse_config
 from bigntk.build._verify import traced
 from bigntk.cli import _print_error, main
+from bigntk.config import apply_overrides, load_builtin, load_config, parse_config
 from bigntk.errors import BigNTKError, BuildInputError, ConfigError
+from bigntk.store import KernelStore, StoreWriter
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -436,7 +436,7 @@ def test_build_status_info_verify_and_a_corrupted_block(tmp_path, capsys):
     # the same command resumes: nothing left to compute; then one forgotten block
     assert main(["build", config, "--no-progress"]) == 0
     assert "0 blocks computed, 6 resumed" in capsys.readouterr().out
-    kernel_store = KernelStore.open(store, mode="r+")
+    kernel_store = StoreWriter.open(store)
     done = kernel_store.committed()
     done[1, 2] = False
     kernel_store.commit(np.array([[1, 2]]), done)

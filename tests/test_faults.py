@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 
 import bigntk as nt
-from bigntk.build import KernelStore
-from bigntk.build._checksum import scan
 from bigntk.errors import BlockFailedError
+from bigntk.store import KernelStore, scan
 from tests import faults
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.xdist_group("ray")]

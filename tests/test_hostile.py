@@ -23,10 +23,10 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 
 import bigntk as nt
-from bigntk.build import KernelStore
-from bigntk.build._config import parse_config
-from bigntk.build._config_schema import _SECTIONS
+from bigntk.config import parse_config
+from bigntk.config._schema import _SECTIONS
 from bigntk.errors import BigNTKError, BuildInputError, ConfigError
+from bigntk.store import KernelStore, StoreWriter
 from tests import builder_models as bm
 
 pytestmark = pytest.mark.xdist_group("ray")  # one process: TRIED counts every example
@@ -160,10 +160,10 @@ def _not_a_store(kind, where):
     elif kind == "array":
         zarr.create_array(str(where / "k.zarr"), shape=(3,), dtype="f4")
     elif kind == "format":
-        store, _ = KernelStore.create_or_resume(str(where / "k.zarr"), _tiny_spec())
+        store, _ = StoreWriter.create_or_resume(str(where / "k.zarr"), _tiny_spec())
         store.update_meta(format=99)
     elif kind == "spec":  # a bigntk store of another spec
-        KernelStore.create_or_resume(str(where / "k.zarr"), _tiny_spec())
+        StoreWriter.create_or_resume(str(where / "k.zarr"), _tiny_spec())
 
 
 def _tiny_spec():
@@ -352,7 +352,7 @@ def test_opening_a_store_executes_no_code_from_it(tmp_path, monkeypatch, capsys)
     (tmp_path / "evil_mod.py").write_text(code)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    store, _ = KernelStore.create_or_resume("k.zarr", _tiny_spec())
+    store, _ = StoreWriter.create_or_resume("k.zarr", _tiny_spec())
     store.update_meta(spec={**store.spec, "model": "evil_mod:f", "entry_point": "evil_mod:f"})
     for argv in (["status", "k.zarr"], ["info", "k.zarr"], ["verify", "k.zarr", "--checksums"]):
         main(argv)

@@ -15,9 +15,10 @@ import pytest
 
 from bigntk import stax
 from bigntk.build._data import MemorySource, NpySource
-from bigntk.build._identity import params_fingerprint, probe_difference, program_fingerprint
+from bigntk.build._identity import params_fingerprint, program_fingerprint
 from bigntk.build._spec import canonical_kinds, canonical_vmap_axes, output_axes
 from bigntk.errors import BuildInputError
+from bigntk.store import probe_difference
 
 
 def _stax_program(*layers, features=4):

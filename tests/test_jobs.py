@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 import bigntk.cli
-from bigntk.build._config import parse_config
-from bigntk.build._submit import job_config
+from bigntk.config import parse_config
+from bigntk.config._submit import job_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"

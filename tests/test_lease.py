@@ -1,4 +1,4 @@
-"""One writer per store: the lease (bigntk/build/_lease.py), alone and in real builds."""
+"""One writer per store: the lease (bigntk/store/_lease.py), alone and in real builds."""
 
 import contextlib
 import json
@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 
 import bigntk as nt
-from bigntk.build import KernelStore
-from bigntk.build._lease import BEAT_PREFIX, LEASE_KEY, StoreLease, holder, writer_lease
 from bigntk.cli import main
 from bigntk.errors import LeaseLostError, NotAStoreError, StoreLockedError
+from bigntk.store import KernelStore, StoreWriter
+from bigntk.store._layout import BEAT_PREFIX, LEASE_KEY
+from bigntk.store._lease import StoreLease
+from bigntk.store._writer_lease import holder, writer_lease
 from tests import builder_models as bm
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -33,7 +35,7 @@ def _spec():
 
 
 def _store(tmp_path, name="k.zarr"):
-    store, _ = KernelStore.create_or_resume(str(tmp_path / name), _spec())
+    store, _ = StoreWriter.create_or_resume(str(tmp_path / name), _spec())
     return store
 
 
@@ -211,7 +213,7 @@ def test_creating_a_new_store_is_under_the_lease_too(tmp_path):
         assert first.lease is not None and holder_token(path) == first.lease.token
         with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}"), writer_lease(path):
             pass
-        store, resumed = KernelStore.create_or_resume(path, _spec())
+        store, resumed = StoreWriter.create_or_resume(path, _spec())
         assert not resumed
         first.hold(store)
         assert holder(path)["token"] == first.lease.token  # the same lease, now the store's
@@ -257,8 +259,8 @@ _S3 = textwrap.dedent(
     """
     import os, socket, pytest, s3fs
     from moto.server import ThreadedMotoServer
-    from bigntk.build import KernelStore
-    from bigntk.build._lease import holder, writer_lease
+    from bigntk.store import KernelStore, StoreWriter
+    from bigntk.store._writer_lease import holder, writer_lease
     from bigntk.errors import StoreLockedError
     from tests.test_lease import _check_two_holders, _spec
 
@@ -271,8 +273,8 @@ _S3 = textwrap.dedent(
                       AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
     s3fs.S3FileSystem().mkdir("leases")
     url = "s3://leases/k.zarr"
-    KernelStore.create_or_resume(url, _spec())
-    _check_two_holders(KernelStore.open(url, mode="r+").group.store_path, url)
+    StoreWriter.create_or_resume(url, _spec())
+    _check_two_holders(StoreWriter.open(url).group.store_path, url)
     with writer_lease(url) as lease:  # the driver's entry point, by URL
         assert holder(url)["token"] == lease.lease.token
         with pytest.raises(StoreLockedError, match="host"), writer_lease(url):

@@ -25,10 +25,10 @@ import pytest
 import yaml
 
 import bigntk as nt
-from bigntk.build import KernelStore
-from bigntk.build._submit import submit
 from bigntk.cli import main
+from bigntk.config import submit
 from bigntk.errors import JobSubmitError
+from bigntk.store import KernelStore
 
 psutil = pytest.importorskip("psutil")
 

@@ -1,4 +1,4 @@
-"""``bigntk plan``: cost estimates of a build (bigntk/build/_estimate.py); no Ray needed."""
+"""``bigntk plan``: cost estimates of a build (bigntk/config/_estimate.py); no Ray needed."""
 
 import math
 import os
@@ -6,11 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from bigntk.build import load_config
-from bigntk.build._estimate import estimate
-from bigntk.build._plan import Plan
 from bigntk.cli import main
+from bigntk.config import estimate, load_config
 from bigntk.errors import BuildInputError
+from bigntk.store import Plan
 from tests.test_cli import TINY, with_changes, write_config
 
 

@@ -16,10 +16,9 @@ import zarr
 
 import bigntk as nt
 from bigntk import stax
-from bigntk.build import KernelStore
-from bigntk.build._store import spec_hash
 from bigntk.cli import main
 from bigntk.errors import BlockFailedError, BuildInputError, NotAStoreError, SpecMismatchError
+from bigntk.store import KernelStore, spec_hash
 from tests import builder_models as bm
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.xdist_group("ray")]

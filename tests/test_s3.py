@@ -16,11 +16,11 @@ import pytest
 import zarr
 
 import bigntk as nt
-from bigntk.build import KernelStore
-from bigntk.build._data import MemorySource
-from bigntk.build._fs import FsspecNpySource, check_store_url, forwarded_env, url_source
+from bigntk.build._data import FsspecNpySource, MemorySource, url_source
+from bigntk.build._driver import check_store_url
 from bigntk.cli import main
 from bigntk.errors import BuildInputError
+from bigntk.store import KernelStore, forwarded_env
 from tests import builder_models as bm
 
 pytest.importorskip("s3fs")

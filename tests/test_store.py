@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import zarr
 
-from bigntk.build._plan import Plan
-from bigntk.build._store import KernelStore, mirror_permutation, remove_partial_files
 from bigntk.errors import NotAStoreError, SpecMismatchError
+from bigntk.store import KernelStore, Plan, StoreWriter, mirror_permutation, remove_partial_files
 
 
 def test_plan_counts_and_pending():
@@ -44,20 +43,20 @@ def _spec(n=10, block=4, symmetric=True, out=(), dims=("x1", "x2"), **extra):
 
 def test_create_resume_refuse_overwrite(tmp_path):
     path = str(tmp_path / "k.zarr")
-    store, resumed = KernelStore.create_or_resume(path, _spec())
+    store, resumed = StoreWriter.create_or_resume(path, _spec())
     assert not resumed and store.array("ntk").shape == (10, 10)
     assert np.isnan(store.array("ntk")[...]).all()
-    again, resumed = KernelStore.create_or_resume(path, _spec())
+    again, resumed = StoreWriter.create_or_resume(path, _spec())
     assert resumed and again.spec_hash == store.spec_hash
     with pytest.raises(SpecMismatchError, match="model: stored 'm', requested 'other'"):
-        KernelStore.create_or_resume(path, _spec(model="other"))
-    _, resumed = KernelStore.create_or_resume(path, _spec(model="other"), overwrite=True)
+        StoreWriter.create_or_resume(path, _spec(model="other"))
+    _, resumed = StoreWriter.create_or_resume(path, _spec(model="other"), overwrite=True)
     assert not resumed
 
 
 def test_write_block_writes_the_transposed_mirror(tmp_path):
     dims = ("x1", "x2", "out1_1", "out1_2")
-    store, _ = KernelStore.create_or_resume(str(tmp_path / "k.zarr"), _spec(out=(2, 2), dims=dims))
+    store, _ = StoreWriter.create_or_resume(str(tmp_path / "k.zarr"), _spec(out=(2, 2), dims=dims))
     block = np.arange(4 * 2 * 2 * 2, dtype=np.float32).reshape(4, 2, 2, 2)  # rows 0:4, cols 8:10
     store.write_block(0, 2, {"ntk": block})
     arr = store.array("ntk")
@@ -74,7 +73,7 @@ def test_mirror_permutation():
 
 def test_manifest_commit_rewrites_only_touched_chunks(tmp_path):
     spec = _spec(n=600 * 4, block=1, symmetric=False)
-    store, _ = KernelStore.create_or_resume(str(tmp_path / "k.zarr"), spec)
+    store, _ = StoreWriter.create_or_resume(str(tmp_path / "k.zarr"), spec)
     assert store.committed().shape == (2400, 2400)
     done = np.zeros((2400, 2400), bool)
     done[3, 700] = done[1000, 5] = True
@@ -89,7 +88,7 @@ def test_not_a_store_and_format_version(tmp_path):
     g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
     with pytest.raises(NotAStoreError, match="no 'bigntk' attributes"):
         KernelStore.open(str(tmp_path / "g.zarr"))
-    store, _ = KernelStore.create_or_resume(str(tmp_path / "k.zarr"), _spec())
+    store, _ = StoreWriter.create_or_resume(str(tmp_path / "k.zarr"), _spec())
     store.update_meta(format=99)
     with pytest.raises(NotAStoreError, match="format 99"):
         KernelStore.open(str(tmp_path / "k.zarr"))
@@ -100,10 +99,10 @@ def test_not_a_store_and_format_version(tmp_path):
 
 def test_orphan_partial_files_are_removed_on_resume(tmp_path):
     path = tmp_path / "k.zarr"
-    KernelStore.create_or_resume(str(path), _spec())
+    StoreWriter.create_or_resume(str(path), _spec())
     orphan = path / "ntk" / "c" / "0" / "0.3f2a.partial"
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"half a chunk")
-    KernelStore.create_or_resume(str(path), _spec())
+    StoreWriter.create_or_resume(str(path), _spec())
     assert not orphan.exists()
     assert remove_partial_files(str(path)) == 0

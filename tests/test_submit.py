@@ -10,8 +10,8 @@ import pathlib
 import pytest
 import yaml
 
-from bigntk.build._submit import JOB_CONFIG, _copy_local_module, default_pip, job_config
 from bigntk.cli import main
+from bigntk.config._submit import JOB_CONFIG, _copy_local_module, default_pip, job_config
 from bigntk.errors import ConfigError
 
 VERSION = importlib.metadata.version("bigntk")
@@ -43,7 +43,7 @@ def test_job_config_resolves_paths_here_and_joins_the_cluster(tmp_path, monkeypa
     assert parsed.worker_resources == {"num_gpus": 0.5}
     # what the job runs is a valid config in its own right
     _write(tmp_path / JOB_CONFIG, raw)
-    from bigntk.build import load_config
+    from bigntk.config import load_config
 
     assert load_config(tmp_path / JOB_CONFIG).path == parsed.path
 

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 import bigntk as nt
-from bigntk.build import KernelStore, load_config
-from bigntk.build._checksum import checksum
 from bigntk.build._verify import choose_method
 from bigntk.cli import main
+from bigntk.config import load_config
+from bigntk.store import KernelStore, StoreWriter, checksum
 from tests import models
 from tests.oracle import oracle
 
@@ -72,7 +72,7 @@ def store(built, tmp_path):
 
 def _rewrite(path, bi, bj, values):
     """Write block (bi, bj) (and its mirror) through the store API, recording its checksums."""
-    store = KernelStore.open(path, mode="r+")
+    store = StoreWriter.open(path)
     sums = store.write_block(bi, bj, values)
     store.checksums.record((bi, bj), sums)
     store.checksums.flush(np.array([[bi, bj]]))
@@ -105,7 +105,7 @@ def test_verify_store_names_a_damaged_chunk(store, capsys):
 
 def test_verify_store_names_an_asymmetric_block(store, capsys):
     path, _ = store
-    kernel = KernelStore.open(path, mode="r+")
+    kernel = StoreWriter.open(path)
     ntk = kernel.array("ntk")
     mirror = ntk[16:24, 0:8]  # the mirror of block (0, 2)
     mirror[3, 5] *= 1.5

@@ -107,7 +107,8 @@ def _config_command(
 
 
 def _build(args: argparse.Namespace) -> int:
-    from bigntk.build import build_kernel, load_config
+    from bigntk.build import build_kernel
+    from bigntk.config import load_config
 
     overrides = [*args.set, *(["output.overwrite=true"] if args.overwrite else [])]
     config = load_config(args.config, overrides)
@@ -121,8 +122,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from bigntk.build import load_config
-    from bigntk.build._estimate import estimate
+    from bigntk.config import estimate, load_config
 
     config = load_config(args.config, args.set)
     result = estimate(
@@ -135,7 +135,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from bigntk.build import _submit as jobs
+    from bigntk import config as jobs
 
     if not args.address:
         raise ConfigError(

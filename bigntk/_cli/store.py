@@ -23,7 +23,7 @@ def add_info(commands: Any) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from bigntk.build import KernelStore
+    from bigntk.store import KernelStore
 
     store = KernelStore.open(args.path)
     plan = store.plan
@@ -33,7 +33,8 @@ def _status(args: argparse.Namespace) -> int:
     shape = "diagonal" if plan.diagonal else "symmetric" if plan.symmetric else "rectangular"
     print(f"{store.path}: {done}/{total} blocks ({100 * done / total:.1f}%), {state}")
     print(f"  kernel: {plan.n1} x {plan.n2}, {shape}; block size {plan.block}, grid {plan.grid}")
-    from bigntk.build._lease import describe, holder
+    from bigntk.store import describe_lease as describe
+    from bigntk.store import lease_holder as holder
 
     lease = holder(args.path)
     if lease is not None:
@@ -59,7 +60,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from bigntk.build import KernelStore
+    from bigntk.store import KernelStore
 
     store = KernelStore.open(args.path)
     meta = store.meta

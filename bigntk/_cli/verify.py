@@ -77,8 +77,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from bigntk.build import KernelStore, load_config
-    from bigntk.build import _verify as checks_of
+    from bigntk.build import verify as checks_of
+    from bigntk.config import load_config
+    from bigntk.store import KernelStore
 
     _check_arguments(args)
     config = load_config(args.config, args.set) if _is_config(args.config) else None
@@ -92,7 +93,7 @@ def _verify(args: argparse.Namespace) -> int:
         )
     store = KernelStore.open(args.config if config is None else config.path)
     if args.checksums:
-        from bigntk.build._checksum import report, scan
+        from bigntk.store import report, scan
 
         result = scan(store)
         print("\n".join(report(store, result)))

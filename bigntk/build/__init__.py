@@ -1,17 +1,58 @@
-"""Building kernels block by block on Ray workers into a Zarr store."""
+"""The Ray runtime that builds kernels block by block into a kernel store.
 
-from bigntk.build._config import BuildConfig as BuildConfig
-from bigntk.build._config import load_config as load_config
-from bigntk.build._datasets import load_builtin as load_builtin
+The driver (:func:`build_kernel`) plans the blocks, opens the store through
+:mod:`bigntk.store`, and schedules the missing blocks on Ray actors; each actor
+computes its blocks with :mod:`bigntk.empirical` and writes them to the store.
+"""
+
+from bigntk.build import _verify as verify
+from bigntk.build._compute import BlockKernel as BlockKernel
+from bigntk.build._data import MemorySource as MemorySource
+from bigntk.build._data import Source as Source
+from bigntk.build._data import as_source as as_source
 from bigntk.build._driver import build_kernel as build_kernel
+from bigntk.build._driver import plan_layout as plan_layout
+from bigntk.build._driver import resolve_vmap_axes as resolve_vmap_axes
+from bigntk.build._resources import WorkerResources as WorkerResources
 from bigntk.build._scheduler import BuildResult as BuildResult
-from bigntk.build._store import KernelStore as KernelStore
+from bigntk.build._spec import KINDS as KINDS
+from bigntk.build._verify import Check as Check
 
 __all__ = [
-    "BuildConfig",
+    "KINDS",
+    "BlockKernel",
     "BuildResult",
-    "KernelStore",
+    "Check",
+    "MemorySource",
+    "Source",
+    "WorkerResources",
+    "as_source",
     "build_kernel",
-    "load_builtin",
-    "load_config",
+    "plan_layout",
+    "resolve_vmap_axes",
+    "verify",
 ]
+
+_MOVED = {
+    "KernelStore": ("bigntk.store", "KernelStore"),
+    "BuildConfig": ("bigntk.config", "BuildConfig"),
+    "load_config": ("bigntk.config", "load_config"),
+    "load_builtin": ("bigntk.config", "load_builtin"),
+}
+
+
+def __getattr__(name: str):
+    """Names that moved to :mod:`bigntk.store` and :mod:`bigntk.config` (deprecated here)."""
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        module, attr = _MOVED[name]
+        warnings.warn(
+            f"bigntk.build.{name} moved to {module}.{attr}; import it from there "
+            "(the old name will be removed).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'bigntk.build' has no attribute {name!r}")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Sequence
-from difflib import SequenceMatcher, get_close_matches
 from typing import Any
 
 from bigntk.errors import BuildInputError
@@ -32,7 +30,7 @@ def check_arguments(
             f"kinds must be 'ntk', 'nngp' or a tuple of them, got {kinds!r} instead; e.g. "
             "kinds=('nngp', 'ntk')."
         )
-    from bigntk.empirical._implementation import get_implementation
+    from bigntk.empirical import get_implementation
 
     try:
         get_implementation(implementation)
@@ -69,32 +67,3 @@ def check_source_dtypes(x1: Any, x2: Any) -> None:
             f"x1 and x2 must have the same dtype, got {x1.dtype} and {x2.dtype}; cast one, "
             f"e.g. x2.astype({str(x1.dtype)!r})."
         )
-
-
-def _edits(a: str, b: str) -> int:
-    """Edit distance with transpositions (optimal string alignment)."""
-    prev2, prev = None, list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        row = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            cost = a[i - 1] != b[j - 1]
-            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                row[j] = min(row[j], prev2[j - 2] + 1)
-        prev2, prev = prev, row
-    return prev[-1]
-
-
-def closest(word: str, choices: Sequence[str]) -> str | None:
-    """The valid name a typo most likely meant: fewest edits (a swap is one), else difflib's."""
-    if not choices:
-        return None
-    scored = sorted(
-        choices,
-        key=lambda c: (_edits(word.lower(), c.lower()), -SequenceMatcher(None, word, c).ratio()),
-    )
-    best = scored[0]
-    if _edits(word.lower(), best.lower()) <= max(1, len(word) // 3):
-        return best
-    close = get_close_matches(word, choices, n=1)
-    return close[0] if close else None

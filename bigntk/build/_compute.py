@@ -15,9 +15,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bigntk.empirical import _compiler_options as cpu_path
-from bigntk.empirical import empirical_kernel_fn
-from bigntk.empirical._implementation import NtkImplementation, as_implementation
+from bigntk.empirical import (
+    NtkImplementation,
+    as_implementation,
+    compile_by_rule,
+    empirical_kernel_fn,
+)
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -175,7 +178,7 @@ class BlockKernel:
         timing, so every worker of a build compiles the same program.
         """
         lowered = (self._fn_self if which == "self" else self._fn).lower(*args)
-        return cpu_path.compile_by_rule(lowered, self.devices[0].platform)
+        return compile_by_rule(lowered, self.devices[0].platform)
 
     def _run(self, which: str, *args: Any) -> dict[str, Any]:
         """The ``'self'`` or ``'pair'`` program on ``args``, compiled once (:meth:`compile`)."""

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bigntk.errors import BuildInputError
+from bigntk.store import is_url, protocol
 
 _CHECK_ROWS_BYTES = 64 * 2**20
 FINGERPRINT_MODES = ("full", "sample")
@@ -159,9 +160,7 @@ def as_source(x: Any, name: str) -> Source:
     if isinstance(x, str | bytes) or hasattr(x, "__fspath__"):
         path = str(x)
         try:
-            if "://" in path and not path.startswith("file://"):
-                from bigntk.build._fs import url_source
-
+            if is_url(path):
                 return url_source(path)
             return NpySource(path) if path.endswith(".npy") else ZarrSource(path)
         except (FileNotFoundError, OSError, ValueError, KeyError) as e:
@@ -183,3 +182,76 @@ def as_source(x: Any, name: str) -> Source:
         f"{name} must be a NumPy/JAX array, a .npy path, a Zarr array or a Zarr path/URL, got "
         f"{type(x).__name__} instead."
     )
+
+
+class FsspecNpySource(Source):
+    """A C-ordered ``.npy`` file behind an fsspec URL; a row slice is one ranged read."""
+
+    def __init__(self, url: str):
+        import fsspec
+
+        self.url = str(url)
+        fs, path = fsspec.core.url_to_fs(self.url)
+        with fs.open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(fh)
+            self._offset = fh.tell()
+        if fortran or dtype.hasobject or not shape:
+            raise BuildInputError(
+                f"{self.url}: expected a C-ordered numeric .npy array of rank >= 1, got shape "
+                f"{shape} {dtype} (fortran_order={fortran}); save it with "
+                "np.save(path, np.ascontiguousarray(x))."
+            )
+        self._file_dtype = np.dtype(dtype)
+        self.shape, self.dtype = tuple(shape), self._file_dtype.newbyteorder("=")
+        self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        self.description = f"{self.url} {self.shape} {self.dtype}"
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        import fsspec
+
+        start, stop = max(0, start), min(stop, self.shape[0])
+        if stop <= start:
+            return np.empty((0, *self.shape[1:]), self.dtype)
+        fs, path = fsspec.core.url_to_fs(self.url)
+        data = fs.cat_file(
+            path,
+            start=self._offset + start * self._row_bytes,
+            end=self._offset + stop * self._row_bytes,
+        )
+        rows = np.frombuffer(data, self._file_dtype).reshape(stop - start, *self.shape[1:])
+        return rows.astype(self.dtype, copy=False)  # native byte order, as every source
+
+    def _open(self) -> _Rows:
+        return _Rows(self)
+
+
+class _Rows:
+    """``source[i]`` and ``source[a:b]`` for a source that reads row ranges."""
+
+    def __init__(self, source: FsspecNpySource):
+        self._source = source
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, slice) and index.step in (None, 1):
+            start, stop, _ = index.indices(self._source.shape[0])
+            return self._source.read(start, stop)
+        i = int(index) % self._source.shape[0]
+        return self._source.read(i, i + 1)[0]
+
+
+def url_source(url: str) -> Source:
+    """A source for an input at a URL: ``.npy`` by ranges, Zarr through Zarr.
+
+    ``memory://`` inputs are read here, into memory, since workers in other
+    processes cannot see them.
+    """
+    source = FsspecNpySource(url) if url.endswith(".npy") else ZarrSource(url)
+    if protocol(url) == "memory":
+        return MemorySource(source.read(0, source.shape[0]))
+    return source

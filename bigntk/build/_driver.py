@@ -22,16 +22,11 @@ import jax
 import numpy as np
 
 from bigntk.build._checks import check_arguments, check_source_dtypes
-from bigntk.build._checksum import repair as repair_store
 from bigntk.build._compute import kernel_probe, kernel_shapes
 from bigntk.build._data import Source, as_source
 from bigntk.build._failures import store_full_errors
-from bigntk.build._fs import check_store_url
 from bigntk.build._identity import params_fingerprint, probe_rows, program_fingerprint
-from bigntk.build._lease import writer_lease
-from bigntk.build._paths import has_partial_files
 from bigntk.build._resources import WorkerResources
-from bigntk.build._resume import why_not_resumable
 from bigntk.build._scheduler import BuildResult, run_blocks
 from bigntk.build._spec import (
     SPEC_VERSION,
@@ -41,12 +36,35 @@ from bigntk.build._spec import (
     dim_names,
     output_axes,
 )
-from bigntk.build._store import KernelStore, check_not_foreign, spec_hash
-from bigntk.empirical._batch import why_not_batch_independent
-from bigntk.empirical._implementation import DEFAULT_NTK_IMPLEMENTATION, as_implementation
+from bigntk.empirical import (
+    DEFAULT_NTK_IMPLEMENTATION,
+    as_implementation,
+    why_not_batch_independent,
+)
 from bigntk.errors import BigNTKError, BuildInputError
+from bigntk.store import (
+    KernelStore,
+    StoreWriter,
+    check_not_foreign,
+    has_partial_files,
+    protocol,
+    spec_hash,
+    why_not_resumable,
+    writer_lease,
+)
+from bigntk.store import repair as repair_store
 
 logger = logging.getLogger(__name__)
+
+
+def check_store_url(path: str) -> None:
+    """Refuse a store that Ray workers (other processes) could not write to."""
+    if protocol(path) == "memory":
+        raise BuildInputError(
+            f"path={path!r}: a memory:// store lives inside one process, and the workers are "
+            "separate Ray processes that would write to their own copies. Use a local or shared "
+            "path, or an object store URL such as s3://bucket/kernels/k.zarr."
+        )
 
 
 def _start_ray(address: str | None) -> tuple[bool, float]:
@@ -80,7 +98,7 @@ def _validate_sources(x1: Source, x2: Source | None) -> None:
         )
 
 
-def _plan_layout(
+def plan_layout(
     f, params, kwargs, x1: Source, x2: Source | None, kinds, trace_axes, diagonal_axes,
     block_size, devices: int,
 ) -> dict:  # fmt: skip
@@ -175,7 +193,7 @@ def describe_build(
     ``data`` are the inputs' fingerprints (:meth:`Source.scan`).
     """
     kinds = canonical_kinds(kinds)
-    layout = _plan_layout(
+    layout = plan_layout(
         f, params, kwargs, s1, s2, kinds, trace_axes, diagonal_axes, block_size, devices
     )
     trace_axes = tuple(layout.pop("trace_axes"))
@@ -330,7 +348,7 @@ def build_kernel(
             implementation, block_size, devices, data,
         )  # fmt: skip
         with store_full_errors(path), writer_lease(path, lease_wait) as lease:  # one writer
-            store, resumed = KernelStore.create_or_resume(
+            store, resumed = StoreWriter.create_or_resume(
                 path, spec, overwrite=overwrite, versions=_versions(), probe=probe
             )
             lease.hold(store)

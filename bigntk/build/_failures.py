@@ -75,7 +75,7 @@ def _ray_exceptions() -> Any:
 
 
 def _committed(path: str) -> str:
-    from bigntk.build._store import KernelStore
+    from bigntk.store import KernelStore
 
     try:
         return f"the {int(KernelStore.open(path).committed().sum())} committed blocks are kept"

@@ -18,7 +18,7 @@ what will run, not what the model is called:
   and so is a ``custom_vjp``'s backward function inside the JVP text.
 
 A JAX upgrade may print the same program differently; see
-:func:`bigntk.build._store.KernelStore.create_or_resume` for what then happens.
+:func:`bigntk.store._writer.KernelStore.create_or_resume` for what then happens.
 """
 
 from __future__ import annotations
@@ -31,9 +31,6 @@ from typing import Any
 import jax
 import numpy as np
 
-# A probe entry may differ by this much, relative to the largest |entry|, between two
-# devices running the same computation (float32 matrix products on GPUs may use TF32).
-PROBE_RTOL = {"float16": 2e-2, "bfloat16": 2e-2, "float32": 5e-3, "float64": 1e-9}
 PROBE_ROWS = 4
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-FX]+")
 
@@ -127,28 +124,3 @@ def params_fingerprint(params: Any) -> str:
 def probe_rows(n: int) -> int:
     """Rows of x1 (and of x2) the probe uses."""
     return min(n, PROBE_ROWS)
-
-
-def probe_tolerance(dtype: Any) -> float:
-    """Relative tolerance (to the probe's largest |entry|) for one ``dtype``."""
-    return PROBE_RTOL.get(str(np.dtype(dtype)), 5e-3)
-
-
-def probe_difference(stored: dict, current: dict) -> float:
-    """Largest difference between two probes, relative to the stored probe's largest |entry|.
-
-    ``inf`` when their kinds or shapes differ.
-    """
-    if set(stored) != set(current):
-        return float("inf")
-    worst = 0.0
-    for kind, values in stored.items():
-        a, b = np.asarray(values, np.float64), np.asarray(current[kind], np.float64)
-        if a.shape != b.shape:
-            return float("inf")
-        scale = max(float(np.max(np.abs(a), initial=0.0)), np.finfo(np.float64).tiny)
-        diff = float(np.max(np.abs(a - b), initial=0.0))
-        if not np.isfinite(diff):
-            return float("inf")
-        worst = max(worst, diff / scale)
-    return worst

@@ -22,10 +22,10 @@ import numpy as np
 
 from bigntk.build._data import MemorySource
 from bigntk.build._failures import death_cause, error_summary, start_workers
-from bigntk.build._fs import forwarded_env, source_urls
 from bigntk.build._worker import BlockWorker
-from bigntk.empirical._implementation import NtkImplementation, as_implementation
+from bigntk.empirical import NtkImplementation, as_implementation
 from bigntk.errors import BlockFailedError
+from bigntk.store import forwarded_env, source_urls
 
 logger = logging.getLogger(__name__)
 

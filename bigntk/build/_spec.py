@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bigntk.empirical._axes import axes_spec
+from bigntk.empirical import axes_spec
 from bigntk.errors import BuildInputError
 
 KINDS = ("nngp", "ntk")

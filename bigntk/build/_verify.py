@@ -23,9 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigntk.build._checksum import scan
-from bigntk.empirical import NtkImplementation, empirical_kernel_fn, reference_kernels
-from bigntk.empirical._implementation import as_implementation
+from bigntk.empirical import (
+    NtkImplementation,
+    as_implementation,
+    empirical_kernel_fn,
+    reference_kernels,
+)
+from bigntk.store import differences, probe_difference, probe_tolerance, scan
 
 #: the recomputation method ``'reference'``: the float64 reference kernels
 REFERENCE = "reference"
@@ -150,8 +154,6 @@ def check_config(
     ``data_fingerprint`` is how the build hashed the inputs.
     """
     from bigntk.build._driver import describe_build
-    from bigntk.build._identity import probe_difference, probe_tolerance
-    from bigntk.build._resume import differences
 
     data = (
         x1.scan(None, data_fingerprint),

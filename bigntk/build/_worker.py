@@ -16,7 +16,7 @@ import jax
 
 from bigntk.build._compute import BlockKernel
 from bigntk.build._data import Source
-from bigntk.build._store import KernelStore
+from bigntk.store import StoreWriter
 
 
 class BlockWorker:
@@ -38,7 +38,7 @@ class BlockWorker:
             model = ray.get(model[0])
         f, params, kwargs = model
         self.kernel = BlockKernel(f, params, kwargs=kwargs, **settings)
-        self.store = KernelStore.open(path, mode="r+")
+        self.store = StoreWriter.open(path)
         self.x1, self.x2 = x1, x2 if x2 is not None else x1
         self.plan = self.store.plan
         self.setup_s = time.perf_counter() - start

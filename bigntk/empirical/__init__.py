@@ -9,11 +9,18 @@ from bigntk.empirical._api import EmpiricalKernel as EmpiricalKernel
 from bigntk.empirical._api import empirical_kernel_fn as empirical_kernel_fn
 from bigntk.empirical._api import empirical_nngp_fn as empirical_nngp_fn
 from bigntk.empirical._api import empirical_ntk_fn as empirical_ntk_fn
+
+# For bigntk's other packages (the builder): part of this package's door, not of bigntk's API.
+from bigntk.empirical._axes import axes_spec as axes_spec
+from bigntk.empirical._batch import why_not_batch_independent as why_not_batch_independent
+from bigntk.empirical._compiler_options import compile_by_rule as compile_by_rule
 from bigntk.empirical._compiler_options import cpu_compiler_options as cpu_compiler_options
 from bigntk.empirical._implementation import (
     DEFAULT_NTK_IMPLEMENTATION as DEFAULT_NTK_IMPLEMENTATION,
 )
 from bigntk.empirical._implementation import NtkImplementation as NtkImplementation
+from bigntk.empirical._implementation import as_implementation as as_implementation
+from bigntk.empirical._implementation import get_implementation as get_implementation
 from bigntk.empirical._ntk_vp import empirical_ntk_vp_fn as empirical_ntk_vp_fn
 from bigntk.empirical._reference import reference_kernels as reference_kernels
 
@@ -21,10 +28,15 @@ __all__ = [
     "DEFAULT_NTK_IMPLEMENTATION",
     "EmpiricalKernel",
     "NtkImplementation",
+    "as_implementation",
+    "axes_spec",
+    "compile_by_rule",
     "cpu_compiler_options",
     "empirical_kernel_fn",
     "empirical_nngp_fn",
     "empirical_ntk_fn",
     "empirical_ntk_vp_fn",
+    "get_implementation",
     "reference_kernels",
+    "why_not_batch_independent",
 ]

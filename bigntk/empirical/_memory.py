@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from bigntk._text import format_bytes
 from bigntk.empirical._chunking import Chunks
 from bigntk.errors import MemoryBudgetError
 
@@ -198,9 +199,9 @@ def fit_chunks(
         if p >= before:  # this knob does not help here (e.g. reverse-mode cotangents): undo it
             chunks, p = before_chunks, before
     raise MemoryBudgetError(
-        f"{what} needs at least {p:,} bytes ({_human(p)}) even cut into the smallest pieces "
+        f"{what} needs at least {p:,} bytes ({format_bytes(p)}) even cut into the smallest pieces "
         f"tried ({chunks.describe()}), but memory_budget is {budget:,} bytes "
-        f"({_human(budget)}). Pass memory_budget={p} or more, implementation=AUTO (which "
+        f"({format_bytes(budget)}). Pass memory_budget={p} or more, implementation=AUTO (which "
         "considers every implementation), or vmap_axes (if f treats examples independently) "
         "so that examples can be computed apart."
     )
@@ -227,11 +228,3 @@ def _grow(
         if p2 <= budget:
             return bigger, p2
     return chunks, p
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n} B"

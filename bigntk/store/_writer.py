@@ -1,11 +1,4 @@
-"""The kernel store: one Zarr v3 group per build.
-
-Layout::
-
-    <path>/                     group; attrs["bigntk"]: format, spec, spec_hash, versions, timings
-    <path>/ntk, <path>/nngp     (n1, n2, *out) (diagonal builds: (n, *out)); chunk = one block;
-                                fill NaN; dimension_names set (xarray.open_zarr works)
-    <path>/manifest             uint8 (grid rows, grid cols): 1 = block committed
+"""Writing a kernel store: creating it, resuming it, writing blocks, committing them.
 
 Commit protocol: a worker writes every chunk of a block (and of its mirror),
 then the driver — and only the driver — marks it in the manifest. A crash in
@@ -23,28 +16,21 @@ from typing import Any
 import numpy as np
 import zarr
 
-from bigntk.build._checksum import PREFIX as CHECKSUM_PREFIX
-from bigntk.build._checksum import ChecksumTable, checksum
-from bigntk.build._lease import LEASE_KEY
-from bigntk.build._paths import (
+from bigntk.errors import NotAStoreError, SpecMismatchError
+from bigntk.store._checksum import PREFIX as CHECKSUM_PREFIX
+from bigntk.store._checksum import ChecksumTable, checksum
+from bigntk.store._layout import FORMAT_VERSION, LEASE_KEY, MANIFEST, MANIFEST_CHUNK, Plan
+from bigntk.store._paths import (
     creatable,
     entries,
-    is_local,
-    lease_only,
-    local_path,
     path_exists,
     remove_empty_folders,
     remove_partial_files,
 )
-from bigntk.build._plan import Plan
-from bigntk.build._resume import why_not_resumable
-from bigntk.errors import NotAStoreError, SpecMismatchError
+from bigntk.store._reader import KernelStore
+from bigntk.store._resume import why_not_resumable
 
 logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-MANIFEST = "manifest"
-_MANIFEST_CHUNK = 512
 
 
 def spec_hash(spec: dict) -> str:
@@ -52,72 +38,14 @@ def spec_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def mirror_permutation(dims: list[str]) -> tuple[int, ...]:
-    """Axis permutation turning a block of K(x1, x2) into the block of K(x2, x1).
+class StoreWriter(KernelStore):
+    """A kernel store opened for writing: what a build (its driver and workers) does to it."""
 
-    Paired dims (``x1``/``x2``, ``out{k}_1``/``out{k}_2``) swap places.
-    """
-    perm = list(range(len(dims)))
-    index = {d: i for i, d in enumerate(dims)}
-    for i, d in enumerate(dims):
-        partner = "x2" if d == "x1" else d[:-2] + "_2" if d.endswith("_1") else None
-        if partner is not None:
-            j = index[partner]
-            perm[i], perm[j] = j, i
-    return tuple(perm)
-
-
-class KernelStore:
-    """A bigntk kernel store (see the module docstring for its layout)."""
+    _MODE = "r+"
 
     def __init__(self, group: zarr.Group, path: str):
-        self.group = group
-        self.path = str(path)
-        meta = dict(group.attrs)["bigntk"]
-        self.spec: dict = meta["spec"]
-        self.spec_hash: str = meta["spec_hash"]
-        layout = self.spec["layout"]
-        self.kinds: tuple[str, ...] = tuple(self.spec["kinds"])
-        self.dims: list[str] = list(layout["dims"])
-        self.plan = Plan(
-            layout["n1"], layout["n2"], layout["block"], layout["symmetric"], layout["diagonal"]
-        )
-        self._arrays = {kind: group[kind] for kind in self.kinds}
-        self._manifest = group[MANIFEST]
-        self._mirror = mirror_permutation(self.dims)
-        self.checksums = ChecksumTable(group, self.kinds, self.plan.grid, self._manifest.chunks)
+        super().__init__(group, path)
         self.commit_guard: Any = None  # called before each commit (the writer lease's check)
-
-    # --- opening --------------------------------------------------------------------------
-
-    @classmethod
-    def open(cls, path: str, mode: str = "r") -> KernelStore:
-        """Open an existing store; raise :class:`NotAStoreError` if it is not one."""
-        if not (local_path(path).exists() if is_local(path) else path_exists(path)):
-            raise FileNotFoundError(f"No kernel store at {path}: the path does not exist.")
-        if lease_only(path):
-            raise FileNotFoundError(
-                f"No kernel store at {path} yet: a build holds the path and is creating it "
-                "(or died doing so; the next build takes its lease over)."
-            )
-        try:
-            # bigntk writes Zarr v3 only; v3 metadata is JSON and names no code to run
-            group = zarr.open_group(str(path), mode=mode, zarr_format=3)
-        except Exception as e:  # zarr raises several types for "not a group"
-            raise NotAStoreError(
-                f"{path} exists but is not a bigntk kernel store (not a Zarr group: {e})."
-            ) from None
-        if "bigntk" not in dict(group.attrs):
-            raise NotAStoreError(
-                f"{path} is a Zarr group but not a bigntk kernel store (no 'bigntk' attributes)."
-            )
-        version = dict(group.attrs)["bigntk"].get("format")
-        if version != FORMAT_VERSION:
-            raise NotAStoreError(
-                f"{path} is a bigntk store of format {version}; this bigntk reads format "
-                f"{FORMAT_VERSION}. Rebuild it, or open it with the bigntk version that made it."
-            )
-        return cls(group, path)
 
     @classmethod
     def create_or_resume(
@@ -128,7 +56,7 @@ class KernelStore:
         overwrite: bool = False,
         versions: dict | None = None,
         probe: dict | None = None,
-    ) -> tuple[KernelStore, bool]:
+    ) -> tuple[StoreWriter, bool]:
         """Create the store, or reopen one made by the same computation.
 
         Whether a store may be resumed is decided by ``_resume.why_not_resumable``
@@ -148,7 +76,7 @@ class KernelStore:
         versions = versions or {}
         digest = spec_hash(spec)
         check_not_foreign(path)
-        store = cls.open(path, mode="r+") if _store_exists(path) else None
+        store = cls.open(path) if _store_exists(path) else None
         if store is not None:
             why = why_not_resumable(store, spec, digest, versions, probe)
             if why is None:
@@ -162,7 +90,7 @@ class KernelStore:
     @classmethod
     def _create(
         cls, path: str, spec: dict, digest: str, versions: dict, probe: dict | None
-    ) -> KernelStore:
+    ) -> StoreWriter:
         layout = spec["layout"]
         plan = Plan(
             layout["n1"], layout["n2"], layout["block"], layout["symmetric"], layout["diagonal"]
@@ -186,7 +114,7 @@ class KernelStore:
         group.create_array(
             MANIFEST,
             shape=grid,
-            chunks=(min(grid[0], _MANIFEST_CHUNK), min(grid[1], _MANIFEST_CHUNK)),
+            chunks=(min(grid[0], MANIFEST_CHUNK), min(grid[1], MANIFEST_CHUNK)),
             dtype="uint8",
             fill_value=0,
             dimension_names=["block_row", "block_col"],
@@ -201,11 +129,6 @@ class KernelStore:
             **({"probe": probe} if probe is not None else {}),
         }
         return cls(group, path)
-
-    # --- data -----------------------------------------------------------------------------
-
-    def array(self, kind: str) -> zarr.Array:
-        return self._arrays[kind]
 
     def write_block(self, bi: int, bj: int, values: dict[str, np.ndarray]) -> dict[str, int]:
         """Write one computed block (cropped) of every kind, and its mirror if symmetric.
@@ -235,10 +158,6 @@ class KernelStore:
 
     # --- manifest (driver only) -----------------------------------------------------------
 
-    def committed(self) -> np.ndarray:
-        """Boolean grid of committed blocks."""
-        return self._manifest[...].astype(bool)
-
     def commit(self, blocks: np.ndarray, done: np.ndarray) -> None:
         """Record ``blocks`` (``(k, 2)``) as committed; ``done`` is the driver's full grid.
 
@@ -264,10 +183,6 @@ class KernelStore:
             else:
                 meta[key] = value
         self.group.attrs["bigntk"] = meta
-
-    @property
-    def meta(self) -> dict:
-        return dict(self.group.attrs)["bigntk"]
 
 
 def _store_exists(path: str) -> bool:
@@ -300,7 +215,7 @@ def _store_names(path: str) -> set[str]:
     return {"zarr.json", MANIFEST, *kinds, *(CHECKSUM_PREFIX + k for k in kinds)}
 
 
-def _remove_store(store: KernelStore) -> None:
+def _remove_store(store: StoreWriter) -> None:
     """Delete every key of ``store`` except its writer lease (held by this driver)."""
     from zarr.core.sync import sync
 

@@ -199,7 +199,7 @@ def check_block(
             detail = f"{kind} checksum {got:08x}, recorded {expected:08x}"
             return Problem((bi, bj), kind, "differs", detail)
     if symmetry and store.plan.symmetric and not store.plan.diagonal:
-        from bigntk.build._store import mirror_permutation  # _store imports this module
+        from bigntk.store._layout import mirror_permutation
 
         mirrored = np.transpose(parts[-1], mirror_permutation(store.dims))
         if not np.array_equal(parts[0], mirrored):

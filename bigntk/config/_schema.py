@@ -46,11 +46,12 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from bigntk.build._checks import closest
-from bigntk.build._datasets import BUILTIN_KEYS, DIGITS_SPLITS
-from bigntk.build._spec import KINDS
-from bigntk.empirical._implementation import DEFAULT_NTK_IMPLEMENTATION, NtkImplementation
+from bigntk._text import closest
+from bigntk.build import KINDS
+from bigntk.config._datasets import BUILTIN_KEYS, DIGITS_SPLITS
+from bigntk.empirical import DEFAULT_NTK_IMPLEMENTATION, NtkImplementation
 from bigntk.errors import ConfigError
+from bigntk.store import is_url
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("stax", "entry_point", "args", "seed"),
@@ -258,7 +259,7 @@ def _parse_kernel(kernel: dict) -> dict:
 
 
 def _parse_worker_resources(ray: dict) -> dict:
-    from bigntk.build._resources import WorkerResources
+    from bigntk.build import WorkerResources
     from bigntk.errors import BuildInputError
 
     keys = ("num_cpus", "num_gpus", "resources", "memory_fraction")
@@ -333,7 +334,7 @@ def _axes(field: str, value: Any) -> tuple[int, ...]:
 
 def _resolve(path: str, field: str | None = None) -> str:
     """An absolute path (relative to the current directory); URLs are kept as they are."""
-    if "://" in path and not path.startswith("file://"):
+    if is_url(path):
         return path
     store, sep, array = path.removeprefix("file://").partition("::")
     resolved = os.path.abspath(store)

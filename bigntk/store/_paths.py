@@ -12,7 +12,8 @@ import os
 import pathlib
 from typing import Any
 
-from bigntk.build._lease import LEASE_KEY
+from bigntk.store._layout import LEASE_KEY
+from bigntk.store._urls import is_url
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ LEASE_FOLDER, LEASE_NAME = LEASE_KEY.split("/")
 
 
 def is_local(path: str) -> bool:
-    return "://" not in str(path) or str(path).startswith("file://")
+    return not is_url(path)
 
 
 def local_path(path: str) -> pathlib.Path:

@@ -38,9 +38,9 @@ from typing import Any, TextIO
 
 import yaml
 
-from bigntk.build._config import read_config
-from bigntk.build._fs import forwarded_env, is_url, protocol
+from bigntk.config._load import read_config
 from bigntk.errors import JobSubmitError
+from bigntk.store import forwarded_env, is_url, protocol
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ share a store are assumed to agree to well within the time-to-live.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -34,15 +33,13 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from bigntk.errors import LeaseLostError, StoreLockedError
+from bigntk.store._layout import BEAT_PREFIX, LEASE_KEY
 
 logger = logging.getLogger(__name__)
 
-LEASE_KEY = "manifest/bigntk.lease"  # beside the manifest chunks: Zarr never lists it
-BEAT_PREFIX = LEASE_KEY + ".beat-"  # + the holder's token: its latest heartbeat
 DEFAULT_TTL_S = float(os.environ.get("BIGNTK_LEASE_TTL_S", 60.0))
 _POLL_S = 0.5
 
@@ -307,96 +304,3 @@ class StoreLease:
             except Exception as e:  # never mask the build's own error
                 logger.warning("%s: could not release the writer lease: %s", self.where, e)
             self.token = None
-
-
-def _exists(path: str) -> bool:
-    from bigntk.build._paths import path_exists
-
-    return path_exists(path)
-
-
-def _existing_store_path(path: str, mode: str = "r") -> Any | None:
-    """The ``StorePath`` of an existing bigntk store at ``path``, else None."""
-    from bigntk.build._store import KernelStore
-
-    try:
-        return KernelStore.open(path, mode=mode).group.store_path
-    except Exception:  # missing, not a store, another format: create_or_resume decides
-        return None
-
-
-def _new_store_path(path: str) -> Any | None:
-    """The ``StorePath`` where a store is to be created: nothing (or only a lease) is there."""
-    from zarr.core.sync import sync
-    from zarr.storage._common import make_store_path
-
-    from bigntk.build._paths import creatable
-
-    if not creatable(path):
-        return None  # something else is there: create_or_resume refuses it
-    return sync(make_store_path(str(path), mode="a"))
-
-
-class WriterLease:
-    """The lease a build holds at a store's path, from before the store exists to the end.
-
-    On a path holding a store, the lease of that store; on a path holding
-    nothing, a lease object at the path itself, created before the store is,
-    so that two drivers starting the same new store at once never both create
-    it. ``create_or_resume`` keeps the lease when it replaces a store
-    (``overwrite``); :meth:`hold` then guards the store's manifest commits.
-    """
-
-    def __init__(self, path: str, wait: float | None, ttl: float = DEFAULT_TTL_S):
-        self.path, self.wait, self.ttl = str(path), wait, ttl
-        self.lease: StoreLease | None = None
-        self._created_path = False
-        where = _existing_store_path(self.path, mode="r+")
-        if where is None:
-            self._created_path = not _exists(self.path)
-            where = _new_store_path(self.path)
-        if where is not None:
-            self.lease = StoreLease(where, self.path, ttl)
-            try:
-                self.lease.acquire(wait)
-            except BaseException:
-                self._tidy()
-                raise
-
-    def hold(self, store: Any) -> StoreLease:
-        """Hold the lease of ``store`` (a ``KernelStore``); guard its manifest commits."""
-        if self.lease is None:
-            self.lease = StoreLease(store.group.store_path, self.path, self.ttl)
-            self.lease.acquire(self.wait)
-        else:
-            self.lease.ensure()
-        store.commit_guard = self.lease.check
-        return self.lease
-
-    def release(self) -> None:
-        if self.lease is not None:
-            self.lease.release()
-        self._tidy()
-
-    def _tidy(self) -> None:
-        """Remove the empty folders a lease left at a path where no store was created."""
-        from bigntk.build._paths import remove_empty_folders
-
-        if self._created_path:
-            remove_empty_folders(self.path)
-
-
-@contextlib.contextmanager
-def writer_lease(path: str, wait: float | None = 0.0) -> Iterator[WriterLease]:
-    """Hold the writer lease of the store at ``path`` for the block; released on exit."""
-    lease = WriterLease(path, wait)
-    try:
-        yield lease
-    finally:
-        lease.release()
-
-
-def holder(path: str) -> dict | None:
-    """The lease document of the store at ``path`` (None: no build holds it)."""
-    store_path = _existing_store_path(path)
-    return None if store_path is None else StoreLease(store_path, str(path)).read()

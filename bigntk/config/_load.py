@@ -2,7 +2,7 @@
 
 A config is read (:func:`read_config`, :func:`load_config`), ``--set`` overrides are
 applied to it, it is validated against the schema of
-:mod:`bigntk.build._config_schema`, and the resulting :class:`BuildConfig` loads the
+:mod:`bigntk.config._schema`, and the resulting :class:`BuildConfig` loads the
 model and data it names. ``stax`` parameters are cast to float32.
 
 Overrides (``--set key.path=value``, the value parsed as YAML) are applied
@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from bigntk.build._config_schema import fail, validate
-from bigntk.build._data import MemorySource, Source, as_source
-from bigntk.build._datasets import load_builtin
+from bigntk.build import MemorySource, Source, as_source
+from bigntk.config._datasets import load_builtin
+from bigntk.config._schema import fail, validate
 from bigntk.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
 class BuildConfig:
-    """A validated build config; see :mod:`bigntk.build._config_schema` for the schema.
+    """A validated build config; see :mod:`bigntk.config._schema` for the schema.
 
     Attributes:
         source: where it came from (the config file's path).
@@ -154,7 +154,7 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
 
 
 def parse_config(raw: Any, source: str = "<config>") -> BuildConfig:
-    """Validate a config already read from YAML (see :mod:`bigntk.build._config_schema`)."""
+    """Validate a config already read from YAML (see :mod:`bigntk.config._schema`)."""
     return BuildConfig(source=source, **validate(raw))
 
 

@@ -15,11 +15,40 @@ import logging
 import time
 from typing import Any
 
-from bigntk.build._identity import probe_difference, probe_tolerance
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
 _JAX = ("jax", "jaxlib")
+
+# A probe entry may differ by this much, relative to the largest |entry|, between two
+# devices running the same computation (float32 matrix products on GPUs may use TF32).
+PROBE_RTOL = {"float16": 2e-2, "bfloat16": 2e-2, "float32": 5e-3, "float64": 1e-9}
+
+
+def probe_tolerance(dtype: Any) -> float:
+    """Relative tolerance (to the probe's largest |entry|) for one ``dtype``."""
+    return PROBE_RTOL.get(str(np.dtype(dtype)), 5e-3)
+
+
+def probe_difference(stored: dict, current: dict) -> float:
+    """Largest difference between two probes, relative to the stored probe's largest |entry|.
+
+    ``inf`` when their kinds or shapes differ.
+    """
+    if set(stored) != set(current):
+        return float("inf")
+    worst = 0.0
+    for kind, values in stored.items():
+        a, b = np.asarray(values, np.float64), np.asarray(current[kind], np.float64)
+        if a.shape != b.shape:
+            return float("inf")
+        scale = max(float(np.max(np.abs(a), initial=0.0)), np.finfo(np.float64).tiny)
+        diff = float(np.max(np.abs(a - b), initial=0.0))
+        if not np.isfinite(diff):
+            return float("inf")
+        worst = max(worst, diff / scale)
+    return worst
 
 
 def _describe_upgrade(upgraded: dict) -> str:

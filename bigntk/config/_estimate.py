@@ -21,11 +21,11 @@ import time
 import jax
 import numpy as np
 
-from bigntk.build._compute import BlockKernel
-from bigntk.build._config import BuildConfig
-from bigntk.build._driver import _plan_layout, resolve_vmap_axes
-from bigntk.build._plan import Plan
+from bigntk._text import format_bytes
+from bigntk.build import BlockKernel, plan_layout, resolve_vmap_axes
+from bigntk.config._load import BuildConfig
 from bigntk.errors import BuildInputError
+from bigntk.store import Plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,10 +86,10 @@ class Estimate:
         ]
         for kind, kshape in self.kind_shapes.items():
             out.append(
-                f"  {kind}: shape {kshape} {self.dtype}, {_bytes(self.bytes_per_kind[kind])} "
+                f"  {kind}: shape {kshape} {self.dtype}, {format_bytes(self.bytes_per_kind[kind])} "
                 "on disk (uncompressed)"
             )
-        out.append(f"  total on disk: {_bytes(sum(self.bytes_per_kind.values()))}")
+        out.append(f"  total on disk: {format_bytes(sum(self.bytes_per_kind.values()))}")
         if self.block_flops is not None:
             out.append(f"per block: {self.block_flops:.3g} FLOPs (XLA cost analysis)")
         if self.block_s is not None:
@@ -126,7 +126,7 @@ def estimate(
     x1, x2 = config.load_data()
     f, params = config.load_model(x1.shape[1:])
     k = config.kernel
-    layout = _plan_layout(
+    layout = plan_layout(
         f, params, {}, x1, x2, k["kinds"], k["trace_axes"], k["diagonal_axes"],
         config.block_size, devices=1,
     )  # fmt: skip
@@ -178,11 +178,3 @@ def _time_block(kernel: BlockKernel, rows: np.ndarray, cols: np.ndarray | None) 
         kernel(rows, other)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError  # pragma: no cover

@@ -1,4 +1,12 @@
-"""Tiling a kernel matrix into blocks.
+"""The store's layout: its format, its arrays, and the tiling of a kernel matrix into blocks.
+
+Layout::
+
+    <path>/                     group; attrs["bigntk"]: format, spec, spec_hash, versions, timings
+    <path>/ntk, <path>/nngp     (n1, n2, *out) (diagonal builds: (n, *out)); chunk = one block;
+                                fill NaN; dimension_names set (xarray.open_zarr works)
+    <path>/manifest             uint8 (grid rows, grid cols): 1 = block committed
+    <path>/checksum_<kind>      int64 (grid rows, grid cols): CRC-32 of each committed block
 
 A block is a pair of block indices ``(bi, bj)``: rows ``bi*b : (bi+1)*b`` of
 x1 against rows ``bj*b : (bj+1)*b`` of x2, cropped at the edges. Symmetric
@@ -77,3 +85,25 @@ class Plan:
     def cols(self, bj: int) -> tuple[int, int]:
         """``[start, stop)`` of x2 rows in block column ``bj``."""
         return bj * self.block, min((bj + 1) * self.block, self.n2)
+
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest"
+MANIFEST_CHUNK = 512
+LEASE_KEY = "manifest/bigntk.lease"  # beside the manifest chunks: Zarr never lists it
+BEAT_PREFIX = LEASE_KEY + ".beat-"  # + the holder's token: its latest heartbeat
+
+
+def mirror_permutation(dims: list[str]) -> tuple[int, ...]:
+    """Axis permutation turning a block of K(x1, x2) into the block of K(x2, x1).
+
+    Paired dims (``x1``/``x2``, ``out{k}_1``/``out{k}_2``) swap places.
+    """
+    perm = list(range(len(dims)))
+    index = {d: i for i, d in enumerate(dims)}
+    for i, d in enumerate(dims):
+        partner = "x2" if d == "x1" else d[:-2] + "_2" if d.endswith("_1") else None
+        if partner is not None:
+            j = index[partner]
+            perm[i], perm[j] = j, i
+    return tuple(perm)

@@ -1,0 +1,64 @@
+"""The kernel store: bigntk's on-disk format, and nothing else (no Ray, no JAX).
+
+A store is one Zarr v3 group per build (see :mod:`bigntk.store._layout`). Readers
+use :class:`KernelStore` and :func:`open_kernel`; a build writes through
+:class:`StoreWriter`, under the path's writer lease (:func:`writer_lease`).
+"""
+
+from bigntk.store._checksum import ScanResult as ScanResult
+from bigntk.store._checksum import checksum as checksum
+from bigntk.store._checksum import repair as repair
+from bigntk.store._checksum import report as report
+from bigntk.store._checksum import scan as scan
+from bigntk.store._layout import FORMAT_VERSION as FORMAT_VERSION
+from bigntk.store._layout import Plan as Plan
+from bigntk.store._layout import mirror_permutation as mirror_permutation
+from bigntk.store._lease import describe as describe_lease
+from bigntk.store._paths import has_partial_files as has_partial_files
+from bigntk.store._paths import remove_partial_files as remove_partial_files
+from bigntk.store._reader import KernelStore as KernelStore
+from bigntk.store._reader import open_kernel as open_kernel
+from bigntk.store._resume import differences as differences
+from bigntk.store._resume import probe_difference as probe_difference
+from bigntk.store._resume import probe_tolerance as probe_tolerance
+from bigntk.store._resume import why_not_resumable as why_not_resumable
+from bigntk.store._urls import forwarded_env as forwarded_env
+from bigntk.store._urls import is_url as is_url
+from bigntk.store._urls import protocol as protocol
+from bigntk.store._urls import source_urls as source_urls
+from bigntk.store._writer import StoreWriter as StoreWriter
+from bigntk.store._writer import check_not_foreign as check_not_foreign
+from bigntk.store._writer import spec_hash as spec_hash
+from bigntk.store._writer_lease import WriterLease as WriterLease
+from bigntk.store._writer_lease import holder as lease_holder
+from bigntk.store._writer_lease import writer_lease as writer_lease
+
+__all__ = [
+    "FORMAT_VERSION",
+    "KernelStore",
+    "Plan",
+    "ScanResult",
+    "StoreWriter",
+    "WriterLease",
+    "check_not_foreign",
+    "checksum",
+    "describe_lease",
+    "differences",
+    "forwarded_env",
+    "has_partial_files",
+    "is_url",
+    "lease_holder",
+    "mirror_permutation",
+    "open_kernel",
+    "probe_difference",
+    "probe_tolerance",
+    "protocol",
+    "remove_partial_files",
+    "repair",
+    "report",
+    "scan",
+    "source_urls",
+    "spec_hash",
+    "why_not_resumable",
+    "writer_lease",
+]

@@ -1,0 +1,113 @@
+"""Reading a kernel store: :class:`KernelStore` and ``open_kernel`` (a lazy Dask array)."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from bigntk.errors import IncompleteKernelError, NotAStoreError
+from bigntk.store._checksum import ChecksumTable
+from bigntk.store._layout import FORMAT_VERSION, MANIFEST, Plan, mirror_permutation
+from bigntk.store._paths import is_local, lease_only, local_path, path_exists
+
+
+class KernelStore:
+    """A bigntk kernel store, read-only (see :mod:`bigntk.store._layout` for its layout).
+
+    :class:`~bigntk.store.StoreWriter` adds what a build does to it.
+    """
+
+    def __init__(self, group: zarr.Group, path: str):
+        self.group = group
+        self.path = str(path)
+        meta = dict(group.attrs)["bigntk"]
+        self.spec: dict = meta["spec"]
+        self.spec_hash: str = meta["spec_hash"]
+        layout = self.spec["layout"]
+        self.kinds: tuple[str, ...] = tuple(self.spec["kinds"])
+        self.dims: list[str] = list(layout["dims"])
+        self.plan = Plan(
+            layout["n1"], layout["n2"], layout["block"], layout["symmetric"], layout["diagonal"]
+        )
+        self._arrays = {kind: group[kind] for kind in self.kinds}
+        self._manifest = group[MANIFEST]
+        self._mirror = mirror_permutation(self.dims)
+        self.checksums = ChecksumTable(group, self.kinds, self.plan.grid, self._manifest.chunks)
+
+    # --- opening --------------------------------------------------------------------------
+
+    _MODE = "r"  # Zarr's open mode; the writer's is "r+"
+
+    @classmethod
+    def open(cls, path: str) -> KernelStore:
+        """Open an existing store; raise :class:`NotAStoreError` if it is not one."""
+        if not (local_path(path).exists() if is_local(path) else path_exists(path)):
+            raise FileNotFoundError(f"No kernel store at {path}: the path does not exist.")
+        if lease_only(path):
+            raise FileNotFoundError(
+                f"No kernel store at {path} yet: a build holds the path and is creating it "
+                "(or died doing so; the next build takes its lease over)."
+            )
+        try:
+            # bigntk writes Zarr v3 only; v3 metadata is JSON and names no code to run
+            group = zarr.open_group(str(path), mode=cls._MODE, zarr_format=3)
+        except Exception as e:  # zarr raises several types for "not a group"
+            raise NotAStoreError(
+                f"{path} exists but is not a bigntk kernel store (not a Zarr group: {e})."
+            ) from None
+        if "bigntk" not in dict(group.attrs):
+            raise NotAStoreError(
+                f"{path} is a Zarr group but not a bigntk kernel store (no 'bigntk' attributes)."
+            )
+        version = dict(group.attrs)["bigntk"].get("format")
+        if version != FORMAT_VERSION:
+            raise NotAStoreError(
+                f"{path} is a bigntk store of format {version}; this bigntk reads format "
+                f"{FORMAT_VERSION}. Rebuild it, or open it with the bigntk version that made it."
+            )
+        return cls(group, path)
+
+    # --- data -----------------------------------------------------------------------------
+
+    def array(self, kind: str) -> zarr.Array:
+        return self._arrays[kind]
+
+    def committed(self) -> np.ndarray:
+        """Boolean grid of committed blocks."""
+        return self._manifest[...].astype(bool)
+
+    @property
+    def meta(self) -> dict:
+        return dict(self.group.attrs)["bigntk"]
+
+
+def open_kernel(path: str, kind: str = "ntk", allow_incomplete: bool = False) -> da.Array:
+    """Open a kernel built by :func:`bigntk.build_kernel` as a Dask array.
+
+    Args:
+        path: the store (local path or fsspec URL).
+        kind: ``'ntk'`` or ``'nngp'`` (one of the kinds that were built).
+        allow_incomplete: open a build with missing blocks (their entries are NaN)
+            instead of raising.
+
+    Returns:
+        A lazy array of shape ``(n1, n2, *out)`` (diagonal builds ``(n1, *out)``),
+        one Dask chunk per block; nothing is read until computed.
+
+    Raises:
+        IncompleteKernelError: blocks are missing and ``allow_incomplete`` is False.
+    """
+    store = KernelStore.open(path)
+    if kind not in store.kinds:
+        raise KeyError(
+            f"{path} holds the kinds {store.kinds}, not {kind!r}; pass kind={store.kinds[0]!r}."
+        )
+    missing = int((store.plan.mask() & ~store.committed()).sum())
+    if missing and not allow_incomplete:
+        raise IncompleteKernelError(
+            f"{path} is missing {missing} of {store.plan.num_blocks} blocks. Resume the build "
+            "by running the same build again, or pass allow_incomplete=True to read it with "
+            "NaN for the missing entries."
+        )
+    return da.from_zarr(store.array(kind))
