@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import pathlib
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ import yaml
 
 import bigntk as nt
 from bigntk.cli import main
-from bigntk.config import submit
+from bigntk.config import load_builtin, submit
 from bigntk.errors import JobSubmitError
 from bigntk.store import KernelStore
 
@@ -93,11 +94,19 @@ class LocalCluster:
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self.nodes: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, object] = {}  # open as long as their node runs
+        # token authentication on every node, as Ray's docs start a cluster (RAY_AUTH_MODE=token
+        # and the token in a file); the clients get the token file but not RAY_AUTH_MODE, as
+        # in a new shell (`client_env`)
+        self.token_path = root / "auth_token"
+        self.token_path.write_text(secrets.token_hex(32))
+        path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != str(BIN)]
         self.env = {
-            **os.environ,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **{k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")},
+            # the venv is not on the nodes' PATH (`.venv/bin/ray start` without activating it):
+            # the jobs must find bigntk's Python by themselves
+            "PATH": os.pathsep.join(path),
+            "RAY_AUTH_TOKEN_PATH": str(self.token_path),
             "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_AUTH_MODE": "disabled",  # loopback only; the same for the clients below
             # notice a dead node within ~3 s instead of ~30 s
             "RAY_health_check_period_ms": "1000",
             "RAY_health_check_timeout_ms": "1000",
@@ -106,6 +115,8 @@ class LocalCluster:
             "BIGNTK_TEST_CLUSTER": self.temp_dir,  # marks every process of this cluster
         }
         self.env.pop("RAY_ADDRESS", None)
+        self.client_env = dict(self.env)
+        self.env["RAY_AUTH_MODE"] = "token"
 
     def start_node(self, name: str, *args: str, timeout: float | None = 60.0) -> None:
         """Start a node; wait until every node started so far is alive (unless timeout=None)."""
@@ -120,11 +131,26 @@ class LocalCluster:
             self.wait_for_nodes(len(self.nodes), timeout)
 
     def alive_nodes(self) -> list:
-        from ray.util.state import list_nodes
-
         with contextlib.suppress(Exception):  # the dashboard may not be up yet
-            return [n for n in list_nodes(address=self.address) if n.state == "ALIVE"]
+            return [n for n in self.list("nodes") if n.state == "ALIVE"]
         return []
+
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token_path.read_text()}"}
+
+    def list(self, resource: str, filters: list | None = None) -> list:
+        """Ray's state API (``list_nodes``, ``list_actors``) on this cluster, with its token."""
+        from ray.util.state import StateApiClient
+        from ray.util.state.common import ListApiOptions, StateResource
+
+        client = StateApiClient(address=self.address, headers=self.headers())
+        options = ListApiOptions(filters=filters or [])
+        return client.list(StateResource(resource), options, raise_on_missing_output=False)
+
+    def jobs(self):
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.address, headers=self.headers())
 
     def wait_for_nodes(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -211,9 +237,7 @@ def _committed(store: pathlib.Path) -> int:
 
 
 def _wait_for_job(cluster, job_id: str, timeout: float) -> str:
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(cluster.address)
+    client = cluster.jobs()
     deadline = time.monotonic() + timeout
     while not (status := client.get_job_status(job_id)).is_terminal():
         assert time.monotonic() < deadline, client.get_job_logs(job_id)[-3000:]
@@ -236,7 +260,7 @@ def test_job_survives_a_killed_node_resumes_and_reports_its_status(
         "ray": {"workers": 2, "resources": {"bigntk_worker": 1}},
     }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
-    env = {**cluster.env, "RAY_API_SERVER_ADDRESS": cluster.address}
+    env = {**cluster.client_env, "RAY_API_SERVER_ADDRESS": cluster.address}
 
     # 1. submit (the entry point's module travels in the job's working_dir)
     run = _bigntk("submit", "cfg.yaml", "--no-pip", env=env, cwd=tmp_path)
@@ -247,13 +271,13 @@ def test_job_survives_a_killed_node_resumes_and_reports_its_status(
     # 2. once blocks are committed, the node running one of the build's workers is killed ...
     deadline = time.monotonic() + 60
     while _committed(store) < 2:
-        assert time.monotonic() < deadline, "no block committed within 60 s"
+        assert time.monotonic() < deadline, (
+            "no block committed within 60 s:\n" + (cluster.jobs().get_job_logs(job_id)[-3000:])
+        )
         time.sleep(0.2)
-    from ray.util.state import list_actors
-
     alive = [("class_name", "=", "BlockWorker"), ("state", "=", "ALIVE")]
-    actors = list_actors(address=cluster.address, filters=alive)
-    assert actors, list_actors(address=cluster.address)
+    actors = cluster.list("actors", filters=alive)
+    assert actors, cluster.list("actors")
     victim = cluster.node_of(actors[0].node_id)
     cluster.kill(victim)
     done_at_kill = _committed(store)
@@ -262,13 +286,13 @@ def test_job_survives_a_killed_node_resumes_and_reports_its_status(
 
     # 3. ... and a second submission for the store is refused while the job runs
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(cluster.token_path))  # bigntk finds it
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     with pytest.raises(JobSubmitError, match=f"Job {job_id} is already building {store}"):
         submit("cfg.yaml", cluster.address, pip=[])
 
     assert _wait_for_job(cluster, job_id, timeout=90) == "SUCCEEDED"
-    from ray.job_submission import JobSubmissionClient
-
-    logs = JobSubmissionClient(cluster.address).get_job_logs(job_id)
+    logs = cluster.jobs().get_job_logs(job_id)
     assert "A worker died while computing block" in logs  # its block was recomputed elsewhere
     kernel = KernelStore.open(str(store))
     assert done_at_kill < kernel.plan.num_blocks, "the build ended before the node was killed"
@@ -284,7 +308,7 @@ def test_job_survives_a_killed_node_resumes_and_reports_its_status(
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("slowmodel", None)
-    x, _ = nt.build.load_builtin("synthetic", shape=[N, 6], seed=1)
+    x, _ = load_builtin("synthetic", shape=[N, 6], seed=1)
     want = np.asarray(nt.empirical_kernel_fn(f)(x, None, "ntk", params))
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
 

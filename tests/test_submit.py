@@ -5,13 +5,22 @@ Submitting to a real multi-node cluster, following a job and resuming are in
 """
 
 import importlib.metadata
+import os
 import pathlib
+import subprocess
 
 import pytest
 import yaml
 
 from bigntk.cli import main
-from bigntk.config._submit import JOB_CONFIG, _copy_local_module, default_pip, job_config
+from bigntk.config._submit import (
+    _LAUNCHER,
+    JOB_CONFIG,
+    _copy_local_module,
+    auth_token,
+    default_pip,
+    job_config,
+)
 from bigntk.errors import ConfigError
 
 VERSION = importlib.metadata.version("bigntk")
@@ -112,3 +121,39 @@ def test_cli_errors_are_one_line_with_the_fix(tmp_path, monkeypatch, capsys):
     assert main([*args, "--no-pip"]) == 1  # nothing listens on port 9
     err = capsys.readouterr().err
     assert err.startswith("bigntk: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_the_cluster_token_is_found_as_rays_clients_find_it(tmp_path):
+    """RAY_AUTH_MODE unset is the case Ray's job SDK gets wrong: the token is still sent."""
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("home-token\n")
+    (tmp_path / "other").write_text("path-token")
+    home = {"HOME": str(tmp_path)}
+    assert auth_token(home) == "home-token"
+    assert auth_token({**home, "RAY_AUTH_TOKEN_PATH": str(tmp_path / "other")}) == "path-token"
+    assert auth_token({**home, "RAY_AUTH_TOKEN": " env-token "}) == "env-token"
+    assert auth_token({**home, "RAY_AUTH_MODE": "disabled"}) is None
+    assert auth_token({**home, "RAY_AUTH_MODE": "token"}) == "home-token"
+    assert auth_token({"HOME": str(tmp_path / "nowhere")}) is None
+
+
+def test_the_job_script_finds_the_clusters_python_without_bigntk_on_path(tmp_path):
+    """Run from a process that loaded Ray (as the job supervisor is), with a PATH holding no
+    bigntk: the script finds this environment's Python through Ray's loaded library, and
+    bigntk itself answers (a missing config: exit status 2, bigntk's message)."""
+    import ray  # noqa: F401  (maps ray/_raylet.so into this process, the script's parent)
+
+    script = tmp_path / "bigntk_job.sh"
+    script.write_text(_LAUNCHER.replace("__CONFIG__", "missing.yaml"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    if "PYTHONPATH" in os.environ:  # a checkout other than the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    run = subprocess.run(["sh", str(script)], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "no such config file" in run.stderr and "missing.yaml" in run.stderr
+
+    # nothing to find: a clear message instead of "bigntk: not found"
+    run = subprocess.run(["env", "-i", "PATH=/nonexistent", "/bin/sh", str(script)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 2 and "no Python with bigntk found" in run.stderr, run.stderr

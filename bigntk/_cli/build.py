@@ -151,4 +151,5 @@ def _submit(args: argparse.Namespace) -> int:
     overrides = [*args.set, *(["output.overwrite=true"] if args.overwrite else [])]
     pip = [] if args.no_pip else args.pip
     submission = jobs.submit(args.config, args.address, overrides, pip=pip, env=env)
+    print("\n".join(submission.summary()), flush=True)
     return jobs.wait(submission) if args.wait else 0

@@ -7,12 +7,23 @@ instead of starting a Ray of its own. It travels in the job's ``working_dir``
 as ``bigntk_job.yaml``, next to the entry point's module when that module is
 a file or package in the current directory. The job runs::
 
-    bigntk build bigntk_job.yaml --no-progress
+    sh bigntk_job.sh    # python -m bigntk build bigntk_job.yaml --no-progress
+
+where ``bigntk_job.sh`` picks the Python that has bigntk: the job's own (a
+``pip`` runtime env puts it first on PATH), else the interpreter the cluster's
+Ray runs on (read from the job supervisor's process), so a cluster started as
+``.venv/bin/ray start`` without activating the venv needs nothing on PATH.
 
 with a ``runtime_env`` that pip-installs bigntk (``pip``; empty to use what
 the cluster's image has) and forwards the filesystem variables the store and
 inputs need (``AWS_*`` for ``s3://``, ...) plus any ``env`` given. The store
 must be on storage every node sees: a shared path or an object-store URL.
+
+Clusters with token authentication (``RAY_AUTH_MODE=token``, Ray's default for
+new clusters when a token exists): the token is read as Ray's own clients read it
+(``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``, else
+``~/.ray/auth_token``) and sent with every request to the job API, also when
+``RAY_AUTH_MODE`` is not set in this shell; ``RAY_AUTH_MODE=disabled`` sends none.
 
 Submitting the same config again resumes the build (the builder skips the
 committed blocks); while a job for the same store is still pending or running,
@@ -45,6 +56,36 @@ from bigntk.store import forwarded_env, is_url, protocol
 logger = logging.getLogger(__name__)
 
 JOB_CONFIG = "bigntk_job.yaml"
+JOB_SCRIPT = "bigntk_job.sh"
+# Runs the build with a Python that has bigntk, without relying on `bigntk` being on PATH.
+_LAUNCHER = """# written by bigntk submit: run the build with a Python that has bigntk
+has_bigntk() {  # bigntk and what a build needs are importable
+    "$1" -c 'import importlib.util as u, sys
+sys.exit(not all(u.find_spec(m) for m in ("bigntk", "jax", "ray", "zarr")))' 2>/dev/null
+}
+py=""
+for cand in python3 python; do  # the job's own environment (a pip runtime env) comes first
+    cand=$(command -v "$cand") && has_bigntk "$cand" && { py=$cand; break; }
+done
+pid=$PPID  # else the interpreter of the Ray process that started this job (its ray/_raylet.so)
+while [ -z "$py" ] && [ -r "/proc/$pid/maps" ] && [ "$pid" -gt 1 ]; do
+    raylet=$(grep -o '/[^ ]*/site-packages/ray/_raylet[^ ]*[.]so' "/proc/$pid/maps" | head -n 1)
+    if [ -n "$raylet" ]; then
+        prefix=${raylet%/lib/python*}
+        for cand in "$prefix/bin/python3" "$prefix/bin/python" "$(readlink "/proc/$pid/exe")"; do
+            has_bigntk "$cand" && { py=$cand; break; }
+        done
+        break
+    fi
+    pid=$(awk '{print $4}' "/proc/$pid/stat")
+done
+if [ -z "$py" ]; then
+    echo "bigntk_job.sh: no Python with bigntk found on this node (PATH: $PATH)." >&2
+    echo "Install bigntk in the cluster's environment, or submit without --no-pip." >&2
+    exit 2
+fi
+exec "$py" -m bigntk build __CONFIG__ --no-progress
+"""
 _ACTIVE = ("PENDING", "RUNNING")
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 
@@ -66,6 +107,13 @@ class Submission:
     store: str
     entrypoint: str
     runtime_env: dict
+
+    def summary(self) -> list[str]:
+        """What ``bigntk submit`` prints: the job, where it builds, how to follow it."""
+        lines = [f"bigntk submit: job {self.job_id} on {self.address} builds {self.store}"]
+        if not is_url(self.store):
+            lines.append(f"  (a path: every node must see {self.store} at this same path)")
+        return lines + [f"  {line}" for line in self.how_to_follow()]
 
     def how_to_follow(self) -> list[str]:
         return [
@@ -106,7 +154,6 @@ def submit(
     *,
     pip: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
-    out: TextIO | None = None,
 ) -> Submission:
     """Submit the build a config describes to the Ray cluster at ``address``.
 
@@ -117,7 +164,6 @@ def submit(
         pip: pip requirements installed for the job; None: :func:`default_pip`;
             empty: install nothing (the cluster's image has bigntk).
         env: more environment variables for the job and its workers.
-        out: where to print the job id and how to follow it (default stdout).
 
     Returns:
         The :class:`Submission`.
@@ -126,12 +172,9 @@ def submit(
         ConfigError: the config is invalid.
         JobSubmitError: a job for the same store is still pending or running.
     """
-    from ray.job_submission import JobSubmissionClient
-
-    out = out or sys.stdout
     raw, parsed = job_config(config, overrides)
     store = parsed.path
-    client = JobSubmissionClient(address)
+    client = job_client(address)
     for job in client.list_jobs():
         if (job.metadata or {}).get("bigntk_store") == store and str(job.status) in _ACTIVE:
             raise JobSubmitError(
@@ -142,10 +185,11 @@ def submit(
     urls = [p for p in (store, parsed.x1, parsed.x2) if isinstance(p, str)]
     pip = default_pip(urls) if pip is None else list(pip)
     env_vars = {**forwarded_env(urls), **dict(env or {})}
-    entrypoint = f"bigntk build {JOB_CONFIG} --no-progress"
+    entrypoint = f"sh {JOB_SCRIPT}"
     staging = pathlib.Path(tempfile.mkdtemp(prefix="bigntk-job-"))
     try:
         (staging / JOB_CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False))
+        (staging / JOB_SCRIPT).write_text(_LAUNCHER.replace("__CONFIG__", JOB_CONFIG))
         if "entry_point" in parsed.model:
             _copy_local_module(parsed.model["name"], staging)
         runtime_env: dict[str, Any] = {"working_dir": str(staging), "env_vars": env_vars}
@@ -164,12 +208,43 @@ def submit(
     submission = Submission(
         job_id, address, store, entrypoint, {**runtime_env, "env_vars": shown_env}
     )
-    print(f"bigntk submit: job {job_id} on {address} builds {store}", file=out)
-    if not is_url(store):
-        print(f"  (a path: every node must see {store} at this same path)", file=out)
-    for line in submission.how_to_follow():
-        print(f"  {line}", file=out)
+    logger.info("submitted job %s on %s, building %s", job_id, address, store)
     return submission
+
+
+def auth_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The Ray cluster token this shell would use, found as Ray's clients find it.
+
+    ``RAY_AUTH_TOKEN``, else the file named by ``RAY_AUTH_TOKEN_PATH``, else
+    ``~/.ray/auth_token``; None when ``RAY_AUTH_MODE=disabled`` or no token exists.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return None
+    if environ.get("RAY_AUTH_TOKEN", "").strip():
+        return environ["RAY_AUTH_TOKEN"].strip()
+    path = environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(
+        environ.get("HOME", os.path.expanduser("~")), ".ray", "auth_token"
+    )
+    try:
+        token = pathlib.Path(path).read_text().strip()
+    except OSError:
+        return None
+    return token or None
+
+
+def job_client(address: str) -> Any:
+    """A ``JobSubmissionClient`` for ``address`` that authenticates with the cluster's token.
+
+    Ray's job SDK sends the token only when ``RAY_AUTH_MODE=token`` is set in this
+    process; a cluster started with a token (``ray start`` finds ``~/.ray/auth_token``)
+    then refuses a shell without it. The header is sent whenever a token is found.
+    """
+    from ray.job_submission import JobSubmissionClient
+
+    token = auth_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return JobSubmissionClient(address, headers=headers)
 
 
 def wait(submission: Submission, out: TextIO | None = None, poll_s: float = 1.0) -> int:
@@ -178,10 +253,10 @@ def wait(submission: Submission, out: TextIO | None = None, poll_s: float = 1.0)
     0 when the job succeeded; the build's own exit status when it failed
     (1 a failure, 2 bad input), or 1 when Ray reports none (stopped, lost).
     """
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     out = out or sys.stdout
-    client = JobSubmissionClient(submission.address)
+    client = job_client(submission.address)
 
     async def follow() -> None:
         async for lines in client.tail_job_logs(submission.job_id):
