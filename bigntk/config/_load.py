@@ -23,7 +23,8 @@ import yaml
 
 from bigntk.build import MemorySource, Source, as_source
 from bigntk.config._datasets import load_builtin
-from bigntk.config._schema import fail, validate
+from bigntk.config._fields import fail
+from bigntk.config._schema import ConfigFile, validate
 from bigntk.errors import ConfigError
 
 
@@ -155,7 +156,30 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
 
 def parse_config(raw: Any, source: str = "<config>") -> BuildConfig:
     """Validate a config already read from YAML (see :mod:`bigntk.config._schema`)."""
-    return BuildConfig(source=source, **validate(raw))
+    return _build_config(validate(raw), source)
+
+
+def _build_config(config: ConfigFile, source: str) -> BuildConfig:
+    data, ray = config.data, config.ray
+    return BuildConfig(
+        source=source,
+        model=config.model.as_dict(),
+        x1=_source(data.x1),
+        x2=None if data.x2 is None else _source(data.x2),
+        kernel=config.kernel.as_dict(),
+        block_size=config.tiling.block_size,
+        path=config.output.path,
+        overwrite=config.output.overwrite,
+        address=ray.address,
+        workers=ray.workers,
+        worker_resources=ray.worker_resources(),
+        data_fingerprint=data.fingerprint,
+    )
+
+
+def _source(value: Any) -> Any:
+    """A path as it is; a built-in dataset as ``{'name': ..., **options}``."""
+    return value if isinstance(value, str) else value.as_source()
 
 
 # --- loading -------------------------------------------------------------------------------

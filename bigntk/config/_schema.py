@@ -1,348 +1,212 @@
-"""The build config schema: validation of a config read from YAML.
+"""The build config schema: typed models of a config read from YAML.
 
-Schema (every section but ``model``, ``data`` and ``output`` may be left out)::
-
-    model:                  # exactly one of stax / entry_point
-      stax:                 # layers of bigntk.stax, composed with stax.serial
-        - ["Conv", [16, [3, 3]], {padding: SAME}]   # name, positional list, kwargs
-        - ["Relu"]                                  # or just: Relu
-        - ["Dense", 10]                             # a scalar is one positional argument
-        - ["Dense", {out_dim: 10, b_std: 0.1}]      # a mapping is keyword arguments
-      seed: 0               # stax only: params = init_fn(jax.random.PRNGKey(seed), x1 shape)
-      entry_point: "package.module:function"   # returns (apply_fn, params)
-      args: {}              # entry_point only: keyword arguments of the function
-    data:
-      x1: "x.npy"           # or "store.zarr", "store.zarr::array", an fsspec URL, or a
-                            # built-in: {builtin: digits, split: train|test|all, n: 1000}
-                            #           {builtin: synthetic, shape: [N, 32, 32, 3], seed: 0}
-      x2: null              # null: the symmetric K(x1, x1); else the same forms as x1
-      fingerprint: full     # full: hash every row (at each run); sample: 64 rows (see
-                            # bigntk.build_kernel's data_fingerprint)
-    kernel: {kinds: [ntk], trace_axes: [-1], diagonal_axes: [], vmap_axes: null,
-             implementation: auto}       # as in bigntk.empirical_kernel_fn (0 = auto);
-                                         # vmap_axes null: prove batch independence
-    tiling: {block_size: null}           # null: chosen from memory and cost
-    output: {path: "kernels/k.zarr", overwrite: false}
-    ray: {address: null, workers: null}  # null address: a new local Ray
-    # per worker (optional): num_cpus: 1, num_gpus: 0.5, resources: {TPU: 4},
-    #                        memory_fraction: 0.45   (see bigntk.build._resources)
+A config has the sections ``model`` (:mod:`bigntk.config._model`), ``data``
+(:mod:`bigntk.config._sources`), ``kernel``, ``tiling``, ``output`` and ``ray``;
+all but ``model``, ``data`` and ``output`` may be left out, and a null section
+is an empty one. Each field's docstring below says what it means; the README
+shows a whole config, and :func:`json_schema` is the same schema for editors.
 
 Relative paths (data and output) are resolved against the current working
-directory, not the config file's; data paths must exist. An entry point's module is
-imported with the current directory on ``sys.path``; Ray workers must be able
-to import it too (an installed package, or a module in the current directory
-for a local Ray).
-
-Every failure is a :class:`~bigntk.errors.ConfigError` naming the field, the value
-and what is expected.
+directory, not the config file's; data paths must exist. Every failure is a
+:class:`~bigntk.errors.ConfigError` naming the field, the value and what is
+expected (see :mod:`bigntk.config._fields`).
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import os
-import sys
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Annotated, Any, Literal
 
-from bigntk._text import closest
-from bigntk.build import KINDS
-from bigntk.config._datasets import BUILTIN_KEYS, DIGITS_SPLITS
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+from bigntk.build import KINDS, WorkerResources
+from bigntk.config._fields import (
+    PositiveInt,
+    Section,
+    check_keys,
+    config_error,
+    expect,
+    expected,
+    problem,
+)
+from bigntk.config._model import ModelSection
+from bigntk.config._sources import DataSection, resolve
 from bigntk.empirical import DEFAULT_NTK_IMPLEMENTATION, NtkImplementation
-from bigntk.errors import ConfigError
-from bigntk.store import is_url
+from bigntk.errors import BuildInputError
 
-_SECTIONS: dict[str, tuple[str, ...]] = {
-    "model": ("stax", "entry_point", "args", "seed"),
-    "data": ("x1", "x2", "fingerprint"),
-    "kernel": ("kinds", "trace_axes", "diagonal_axes", "vmap_axes", "implementation"),
-    "tiling": ("block_size",),
-    "output": ("path", "overwrite"),
-    "ray": ("address", "workers", "num_cpus", "num_gpus", "resources", "memory_fraction"),
-}
-# combinators that take layers cannot be written as a flat list
-_NOT_LAYERS = {"serial", "parallel", "FanOut", "FanInSum", "FanInConcat", "Kernel"}
+# --- kernel, tiling, output, ray -----------------------------------------------------------
 
 
-def validate(raw: Any) -> dict[str, Any]:
-    """A config already read from YAML, checked: the fields of a ``BuildConfig`` but ``source``."""
-    if not isinstance(raw, dict):
-        fail("the config", raw, f"a mapping with the sections {list(_SECTIONS)}")
-    _check_keys("", raw, tuple(_SECTIONS))
-    sections = {}
-    for name, keys in _SECTIONS.items():
-        section = raw.get(name)
-        if section is None:
-            section = {}
-        elif not isinstance(section, dict):
-            fail(name, section, f"a mapping with the keys {list(keys)}")
-        _check_keys(name, section, keys)
-        sections[name] = section
-    data, output, ray = sections["data"], sections["output"], sections["ray"]
-    if data.get("x1") is None:
-        fail("data.x1", None, "the inputs: a .npy or Zarr path, or {builtin: digits}")
-    if not isinstance(output.get("path"), str) or not output["path"]:
-        fail("output.path", output.get("path"), "the store's path, e.g. kernels/k.zarr")
-    return {
-        "model": _parse_model(sections["model"]),
-        "x1": _parse_data("data.x1", data["x1"]),
-        "x2": None if data.get("x2") is None else _parse_data("data.x2", data["x2"]),
-        "kernel": _parse_kernel(sections["kernel"]),
-        "block_size": _optional_int("tiling.block_size", sections["tiling"].get("block_size")),
-        "path": _resolve(output["path"]),
-        "overwrite": _bool("output.overwrite", output.get("overwrite", False)),
-        "address": _optional_str("ray.address", ray.get("address")),
-        "workers": _optional_int("ray.workers", ray.get("workers")),
-        "worker_resources": _parse_worker_resources(ray),
-        "data_fingerprint": _choice(
-            "data.fingerprint", data.get("fingerprint", "full"), ("full", "sample")
-        ),  # fmt: skip
-    }
-
-
-# --- sections ------------------------------------------------------------------------------
-
-
-def _parse_model(model: dict) -> dict:
-    if ("stax" in model) == ("entry_point" in model):
-        got = "both" if "stax" in model else "neither"
-        raise ConfigError(
-            "model: expected exactly one of model.stax (a list of layers) or model.entry_point "
-            f"('package.module:function'); got {got}."
-        )
-    if "stax" in model:
-        if "args" in model:
-            fail("model.args", model["args"], "no args with model.stax (args go to entry_point)")
-        layers = model["stax"]
-        if not isinstance(layers, list) or not layers:
-            fail("model.stax", layers, 'a non-empty list of layers, e.g. [["Dense", 10]]')
-        return {
-            "stax": [_parse_layer(f"model.stax[{i}]", layer) for i, layer in enumerate(layers)],
-            "seed": _int("model.seed", model.get("seed", 0)),
-        }
-    if "seed" in model:
-        fail("model.seed", model["seed"], "no seed with model.entry_point (pass it in args)")
-    name = model["entry_point"]
-    module, sep, attr = name.partition(":") if isinstance(name, str) else ("", "", "")
-    if not (module and sep and attr):
-        fail("model.entry_point", name, "'package.module:function'")
-    args = model.get("args") or {}
-    if not isinstance(args, dict):
-        fail("model.args", args, "a mapping of keyword arguments of the entry point")
-    return {"entry_point": _import(module, attr, name), "name": name, "args": args}
-
-
-def _import(module: str, attr: str, name: str) -> Callable:
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"model.entry_point: cannot import {name!r}: {e}.") from None
-    finally:
-        if added:
-            sys.path.remove(cwd)
-    if not callable(fn):
-        fail("model.entry_point", name, "a callable returning (apply_fn, params)")
-    return fn
-
-
-def _parse_layer(field: str, spec: Any) -> Any:
-    from bigntk import stax
-
-    if isinstance(spec, str):
-        spec = [spec]
-    if not isinstance(spec, list) or not spec or not isinstance(spec[0], str) or len(spec) > 3:
-        fail(
-            field,
-            spec,
-            'a layer: "Relu", ["Dense", 10], ["Dense", {out_dim: 10}] or '
-            '["Conv", [16, [3, 3]], {padding: SAME}]',
-        )
-    name, *rest = spec
-    valid = [n for n in stax.__all__ if n not in _NOT_LAYERS]
-    if name not in valid:
-        hint = difflib.get_close_matches(name, valid, n=1)
-        raise ConfigError(
-            f"{field}: unknown layer {name!r}; "
-            + (f"did you mean {hint[0]!r}? " if hint else "")
-            + f"Expected a bigntk.stax layer, one of {', '.join(valid)}."
-        )
-    if len(rest) == 2:
-        args, kwargs = rest
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
-            fail(field, spec, f"[{name!r}, [positional args], {{keyword: args}}]")
-    elif not rest:
-        args, kwargs = [], {}
-    elif isinstance(rest[0], dict):
-        args, kwargs = [], rest[0]
-    else:
-        args, kwargs = rest[0] if isinstance(rest[0], list) else [rest[0]], {}
-    try:
-        return getattr(stax, name)(*_tuples(args), **_tuples(kwargs))
-    except (TypeError, ValueError, NotImplementedError) as e:
-        raise ConfigError(f"{field}: {name} rejected the arguments {rest!r}: {e}") from None
-
-
-def _tuples(value: Any) -> Any:
-    """YAML lists to tuples (layer arguments such as filter_shape), recursively."""
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
-
-
-def _parse_data(field: str, value: Any) -> Any:
-    if isinstance(value, str) and value:
-        return _resolve(value, field)
-    if not isinstance(value, dict):
-        fail(
-            field,
-            value,
-            "a .npy path, a Zarr path (store.zarr or store.zarr::array), or "
-            "{builtin: digits | synthetic, ...}",
-        )
-    name = value.get("builtin")
-    if name not in BUILTIN_KEYS:
-        fail(f"{field}.builtin", name, f"one of {list(BUILTIN_KEYS)}")
-    _check_keys(field, value, BUILTIN_KEYS[name])
-    if name == "synthetic":
-        shape = value.get("shape")
-        if not isinstance(shape, list) or not shape or not all(_is_int(s) and s > 0 for s in shape):
-            fail(f"{field}.shape", shape, "a list of positive ints [N, *features]")
-        return {"name": name, "shape": shape, "seed": _int(f"{field}.seed", value.get("seed", 0))}
-    split = value.get("split", "all")
-    if split not in DIGITS_SPLITS:
-        fail(f"{field}.split", split, f"one of {list(DIGITS_SPLITS)}")
-    size = DIGITS_SPLITS[split].stop - DIGITS_SPLITS[split].start
-    n = _optional_int(f"{field}.n", value.get("n"))
-    if n is not None and n > size:
-        fail(f"{field}.n", n, f"at most {size} (the size of the digits {split!r} split)")
-    return {"name": name, "split": split, "n": n}
-
-
-def _parse_kernel(kernel: dict) -> dict:
-    kinds = kernel.get("kinds", ["ntk"])
+def _unique(kinds: str | list[str]) -> tuple[str, ...]:
     kinds = [kinds] if isinstance(kinds, str) else kinds
-    if (
-        not isinstance(kinds, list)
-        or not kinds
-        or not all(isinstance(k, str) for k in kinds)
-        or len(set(kinds)) != len(kinds)
-        or not set(kinds) <= set(KINDS)
-    ):
-        fail("kernel.kinds", kernel.get("kinds"), f"a list of {list(KINDS)} without repeats")
-    impl = kernel.get("implementation", int(DEFAULT_NTK_IMPLEMENTATION))
-    names = {m.name.lower(): int(m) for m in NtkImplementation}
-    if isinstance(impl, str) and impl.lower() in names:
-        impl = names[impl.lower()]
-    elif not (_is_int(impl) and impl in names.values()):
-        fail("kernel.implementation", impl, f"one of {sorted(names.values())} or {list(names)}")
-    vmap_axes = kernel.get("vmap_axes")
-    if vmap_axes is not None and not _is_int(vmap_axes):
-        fail(
-            "kernel.vmap_axes",
-            vmap_axes,
-            "an int (the batch axis, asserting examples are independent) or null (prove it)",
-        )
-    return {
-        "kinds": tuple(kinds),
-        "trace_axes": _axes("kernel.trace_axes", kernel.get("trace_axes", [-1])),
-        "diagonal_axes": _axes("kernel.diagonal_axes", kernel.get("diagonal_axes", [])),
-        "vmap_axes": vmap_axes,
-        "implementation": impl,
-    }
+    if len(set(kinds)) != len(kinds):
+        raise ValueError("repeated")
+    return tuple(kinds)
 
 
-def _parse_worker_resources(ray: dict) -> dict:
-    from bigntk.build import WorkerResources
-    from bigntk.errors import BuildInputError
+_IMPLEMENTATIONS = {m.name.lower(): int(m) for m in NtkImplementation}
 
-    keys = ("num_cpus", "num_gpus", "resources", "memory_fraction")
-    chosen = {k: ray[k] for k in keys if ray.get(k) is not None}
+
+def _implementation(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("not a bool")
+    return value.lower() if isinstance(value, str) else value
+
+
+Kind = Literal[tuple(KINDS)]
+Axes = Annotated[
+    StrictInt | list[StrictInt],
+    AfterValidator(lambda axes: (axes,) if isinstance(axes, int) else tuple(axes)),
+    expect("an int or a list of ints, e.g. [-1] or []"),
+]
+
+
+class KernelSection(Section):
+    """What is computed, as in bigntk.empirical_kernel_fn."""
+
+    kinds: Annotated[
+        Kind | Annotated[list[Kind], Field(min_length=1, json_schema_extra={"uniqueItems": True})],
+        AfterValidator(_unique),
+        expect(f"a list of {list(KINDS)} without repeats"),
+    ] = ("ntk",)
+    """The kernels, each stored as its own array."""
+    trace_axes: Axes = (-1,)
+    """Output axes summed over (traced)."""
+    diagonal_axes: Axes = ()
+    """Output axes of which only the diagonal is kept."""
+    vmap_axes: Annotated[
+        StrictInt | None,
+        expect("an int (the batch axis, asserting examples are independent) or null (prove it)"),
+    ] = None
+    """The batch axis, asserting examples are independent; null: prove it, else refuse."""
+    implementation: Annotated[
+        Literal[tuple(_IMPLEMENTATIONS.values())] | Literal[tuple(_IMPLEMENTATIONS)],
+        BeforeValidator(_implementation),
+        AfterValidator(lambda impl: _IMPLEMENTATIONS.get(impl, impl)),
+        expect(f"one of {sorted(_IMPLEMENTATIONS.values())} or {list(_IMPLEMENTATIONS)}"),
+    ] = int(DEFAULT_NTK_IMPLEMENTATION)
+    """A bigntk.NtkImplementation, by number or name (0 = auto)."""
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+class TilingSection(Section):
+    """How the kernel is cut into blocks."""
+
+    block_size: Annotated[PositiveInt | None, expect("a positive int or null")] = None
+    """Rows (and columns) of one block; null: chosen from memory and cost."""
+
+
+class OutputSection(Section):
+    """Where the kernel is stored."""
+
+    _required = {"path": "the store's path, e.g. kernels/k.zarr"}
+    path: Annotated[
+        StrictStr, Field(min_length=1), AfterValidator(resolve), expect(_required["path"])
+    ]
+    """The Zarr store: a path (relative: against the current directory) or an fsspec URL."""
+    overwrite: Annotated[StrictBool, expect("true or false")] = False
+    """Replace a store built from another spec (else that is an error)."""
+
+
+NonNegative = Annotated[float, Field(ge=0)]  # strict: an int is taken, a bool or a string is not
+
+
+class RaySection(Section):
+    """The Ray cluster, and each worker's resources (see bigntk.build.WorkerResources)."""
+
+    address: Annotated[StrictStr | None, expect("a string or null")] = None
+    """null: a new local Ray on this machine; 'auto', ray://..., or a head's address."""
+    workers: Annotated[PositiveInt | None, expect("a positive int or null")] = None
+    """null: one per GPU, else one."""
+    num_cpus: Annotated[NonNegative | None, expect("a number >= 0 or null")] = None
+    """Ray's logical CPUs per worker (default 1)."""
+    num_gpus: Annotated[NonNegative | None, expect("a number >= 0 or null")] = None
+    """A fraction below 1 shares a GPU; null: cluster GPUs // workers."""
+    resources: Annotated[
+        dict[str, Annotated[float, Field(gt=0)]] | None,
+        expect("a mapping of custom Ray resources to amounts > 0, e.g. {TPU: 4}, or null"),
+    ] = None
+    """Other Ray resources per worker, e.g. {TPU: 4}."""
+    memory_fraction: Annotated[
+        Annotated[float, Field(gt=0, le=1)] | None,
+        expect("a number in (0, 1], e.g. 0.45, or null"),
+    ] = None
+    """XLA_PYTHON_CLIENT_MEM_FRACTION of each worker."""
+
+    @model_validator(mode="after")
+    def _worker_resources(self) -> RaySection:
+        try:
+            WorkerResources.coerce(self.worker_resources())
+        except BuildInputError as e:
+            raise problem(str(e)) from None
+        return self
+
+    def worker_resources(self) -> dict:
+        """The per-worker settings given (not null)."""
+        keys = ("num_cpus", "num_gpus", "resources", "memory_fraction")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+# --- the config ----------------------------------------------------------------------------
+
+
+class ConfigFile(BaseModel):
+    """A bigntk build config (`bigntk build CONFIG.yaml`)."""
+
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, use_attribute_docstrings=True
+    )
+    model: ModelSection
+    data: DataSection
+    kernel: KernelSection = Field(default_factory=KernelSection)
+    tiling: TilingSection = Field(default_factory=TilingSection)
+    output: OutputSection
+    ray: RaySection = Field(default_factory=RaySection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            raise expected(f"a mapping with the sections {list(cls.model_fields)}", raw)
+        check_keys(raw, tuple(cls.model_fields))
+        return {name: raw.get(name) for name in cls.model_fields}  # null: an empty section
+
+
+_SECTIONS = {
+    name: tuple(field.annotation.model_fields) for name, field in ConfigFile.model_fields.items()
+}
+
+
+def validate(raw: Any) -> ConfigFile:
+    """A config already read from YAML, checked.
+
+    Raises:
+        ConfigError: one line per problem, each naming the field, the value and what is expected.
+    """
     try:
-        WorkerResources.coerce(chosen)
-    except BuildInputError as e:
-        raise ConfigError(f"ray: {e}") from None
-    return chosen
+        return ConfigFile.model_validate(raw)
+    except ValidationError as e:
+        raise config_error(e) from None
 
 
-# --- checks --------------------------------------------------------------------------------
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of a build config, for editors.
 
-
-def fail(field: str, value: Any, expected: str) -> NoReturn:
-    """Raise ``ConfigError('<field>: expected <expected>; got <value>.')``."""
-    shown = repr(value)
-    shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    raise ConfigError(f"{field}: expected {expected}; got {shown}.")
-
-
-def _check_keys(field: str, mapping: dict, valid: tuple[str, ...]) -> None:
-    for key in mapping:
-        if key not in valid:
-            close = closest(str(key), valid)
-            hint = f"; did you mean {close!r}?" if close else "."
-            where = f"{field}.{key}" if field else str(key)
-            raise ConfigError(f"{where}: unknown key{hint} Valid keys here: {', '.join(valid)}.")
-
-
-def _choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        fail(field, value, f"one of {list(choices)}")
-    return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int(field: str, value: Any) -> int:
-    if not _is_int(value):
-        fail(field, value, "an int")
-    return value
-
-
-def _optional_int(field: str, value: Any) -> int | None:
-    if value is not None and not (_is_int(value) and value > 0):
-        fail(field, value, "a positive int or null")
-    return value
-
-
-def _optional_str(field: str, value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        fail(field, value, "a string or null")
-    return value
-
-
-def _bool(field: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        fail(field, value, "true or false")
-    return value
-
-
-def _axes(field: str, value: Any) -> tuple[int, ...]:
-    if _is_int(value):
-        return (value,)
-    if not isinstance(value, list) or not all(_is_int(a) for a in value):
-        fail(field, value, "an int or a list of ints, e.g. [-1] or []")
-    return tuple(value)
-
-
-def _resolve(path: str, field: str | None = None) -> str:
-    """An absolute path (relative to the current directory); URLs are kept as they are."""
-    if is_url(path):
-        return path
-    store, sep, array = path.removeprefix("file://").partition("::")
-    resolved = os.path.abspath(store)
-    if field is not None and not os.path.exists(resolved):
-        fail(
-            field,
-            path,
-            f"an existing .npy file or Zarr store (relative paths are resolved "
-            f"against the current directory, {os.getcwd()})",
-        )
-    return resolved + sep + array
+    Committed as configs/bigntk-config.schema.json (``python -m bigntk.config`` prints it).
+    Draft 7, the newest the YAML language server (VS Code's YAML extension) reads:
+    pydantic's ``$defs`` are only JSON pointers there, and no newer keyword is used.
+    """
+    schema = ConfigFile.model_json_schema()
+    return {"$schema": "http://json-schema.org/draft-07/schema#", **schema}
