@@ -34,8 +34,78 @@ class CGResult:
     residuals: tuple[float, ...]
 
 
+@dataclasses.dataclass
+class CGState:
+    """The recurrence after ``iterations`` iterations: enough to continue it exactly.
+
+    Attributes:
+        x: the iterate ``(n, r)``.
+        r: the residual ``b − A x`` ``(n, r)``.
+        p: the search directions ``(n, r)``.
+        rz: ``rᵀ P⁻¹ r`` per column ``(r,)``.
+        active: columns not yet converged ``(r,)``.
+        residual: relative residual per column ``(r,)``.
+        iterations: iterations run.
+        history: the largest relative residual after each iteration.
+    """
+
+    x: np.ndarray
+    r: np.ndarray
+    p: np.ndarray
+    rz: np.ndarray
+    active: np.ndarray
+    residual: np.ndarray
+    iterations: int = 0
+    history: list[float] = dataclasses.field(default_factory=list)
+
+
 def _columnwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->j", a, b)
+
+
+def _norms(b: np.ndarray) -> np.ndarray:
+    b_norm = np.linalg.norm(b, axis=0)
+    b_norm[b_norm == 0] = 1.0  # a zero right-hand side is solved by x = 0
+    return b_norm
+
+
+def initial_state(b: np.ndarray, precondition, tol: float) -> CGState:
+    """The state before the first iteration (``x = 0``)."""
+    r = b.copy()
+    residual = np.linalg.norm(r, axis=0) / _norms(b)
+    z = precondition(r) if precondition else r.copy()
+    return CGState(np.zeros_like(b), r, z.copy(), _columnwise(r, z), residual > tol, residual)
+
+
+def _step(state: CGState, matmat, precondition, b_norm, tol: float, shift: float) -> None:
+    """One CG iteration on ``state``, in place."""
+    s, active = state, state.active
+    q = matmat(s.p)
+    if not np.all(np.isfinite(q)):
+        raise NotPositiveDefiniteError(
+            "The kernel holds NaN or infinite entries (a build opened with "
+            "allow_incomplete=True?); finish the build before solving."
+        )
+    curvature = _columnwise(s.p, q)
+    if np.any(curvature[active] <= 0):
+        raise not_positive_definite(
+            f"conjugate gradients met non-positive curvature at iteration {s.iterations}", shift
+        )
+    step = np.divide(s.rz, curvature, out=np.zeros_like(s.rz), where=active)
+    s.x = s.x + step * s.p
+    s.r = s.r - step * q
+    s.residual = np.where(active, np.linalg.norm(s.r, axis=0) / b_norm, s.residual)
+    s.active = active & (s.residual > tol)
+    z = precondition(s.r) if precondition else s.r.copy()
+    rz_new = _columnwise(s.r, z)
+    if np.any(rz_new[s.active] <= 0):
+        raise not_positive_definite(
+            f"the preconditioner is not positive definite (iteration {s.iterations})", shift
+        )
+    beta = np.divide(rz_new, s.rz, out=np.zeros_like(s.rz), where=s.active)
+    s.p, s.rz = z + beta * s.p, rz_new
+    s.iterations += 1
+    s.history.append(float(s.residual.max()))
 
 
 def pcg(
@@ -48,6 +118,8 @@ def pcg(
     shift: float,
     progress: bool,
     desc: str = "bigntk solve",
+    state: CGState | None = None,
+    on_iteration: Callable[[CGState], None] | None = None,
 ) -> tuple[np.ndarray, CGResult]:
     """Solve ``A x = b`` for a symmetric positive definite ``A`` given by ``matmat``.
 
@@ -56,9 +128,12 @@ def pcg(
         b: right-hand sides ``(n, r)``.
         precondition: ``v -> P⁻¹ v`` (symmetric positive definite), or None.
         tol: stop a column once ``‖b − A x‖ ≤ tol ‖b‖``.
-        maxiter: iteration cap; reaching it warns :class:`ConvergenceWarning`.
+        maxiter: cap on the total iterations (a resumed state's included); reaching
+            it warns :class:`ConvergenceWarning`.
         shift: the regulariser in ``A`` (only quoted in errors).
         progress: show a progress bar on a terminal.
+        state: a :class:`CGState` saved by an earlier run on the same problem, to continue.
+        on_iteration: called with the state after each iteration (checkpoints, callbacks).
 
     Returns:
         ``x (n, r)`` and a :class:`CGResult`.
@@ -69,61 +144,29 @@ def pcg(
     """
     from tqdm.auto import tqdm
 
-    precondition = precondition or (lambda v: v.copy())
-    x = np.zeros_like(b)
-    r = b.copy()
-    b_norm = np.linalg.norm(b, axis=0)
-    b_norm[b_norm == 0] = 1.0  # a zero right-hand side is solved by x = 0
-    residual = np.linalg.norm(r, axis=0) / b_norm
-    active = residual > tol
-    z = precondition(r)
-    p = z.copy()
-    rz = _columnwise(r, z)
-    history: list[float] = []
+    state = state or initial_state(b, precondition, tol)
+    b_norm = _norms(b)
     show = progress and sys.stderr.isatty()
-    bar = tqdm(total=maxiter, desc=desc, unit="it", disable=not show, dynamic_ncols=True)
-    iterations = 0
+    bar = tqdm(total=maxiter, initial=state.iterations, desc=desc, unit="it",
+               disable=not show, dynamic_ncols=True)  # fmt: skip
     try:
-        while active.any() and iterations < maxiter:
-            q = matmat(p)
-            if not np.all(np.isfinite(q)):
-                raise NotPositiveDefiniteError(
-                    "The kernel holds NaN or infinite entries (a build opened with "
-                    "allow_incomplete=True?); finish the build before solving."
-                )
-            curvature = _columnwise(p, q)
-            if np.any(curvature[active] <= 0):
-                raise not_positive_definite(
-                    f"conjugate gradients met non-positive curvature at iteration {iterations}",
-                    shift,
-                )
-            step = np.divide(rz, curvature, out=np.zeros_like(rz), where=active)
-            x += step * p
-            r -= step * q
-            residual = np.where(active, np.linalg.norm(r, axis=0) / b_norm, residual)
-            active &= residual > tol
-            z = precondition(r)
-            rz_new = _columnwise(r, z)
-            if np.any(rz_new[active] <= 0):
-                raise not_positive_definite(
-                    f"the preconditioner is not positive definite (iteration {iterations})", shift
-                )
-            beta = np.divide(rz_new, rz, out=np.zeros_like(rz), where=active)
-            p = z + beta * p
-            rz = rz_new
-            iterations += 1
-            history.append(float(residual.max()))
+        while state.active.any() and state.iterations < maxiter:
+            _step(state, matmat, precondition, b_norm, tol, shift)
+            if on_iteration is not None:
+                on_iteration(state)
             bar.update(1)
-            bar.set_postfix_str(f"residual {history[-1]:.2e}, {int(active.sum())} rhs left")
+            bar.set_postfix_str(
+                f"residual {state.history[-1]:.2e}, {int(state.active.sum())} rhs left"
+            )
     finally:
         bar.close()
-    converged = not active.any()
+    converged = not state.active.any()
     if not converged:
         warnings.warn(
             f"conjugate gradients stopped after maxiter={maxiter} iterations with relative "
-            f"residual {residual.max():.2e} > tol={tol:.1e}. Raise maxiter, use "
+            f"residual {state.residual.max():.2e} > tol={tol:.1e}. Raise maxiter, use "
             "preconditioner='nystrom' with a larger rank, or a larger diag_reg.",
             ConvergenceWarning,
             stacklevel=3,
         )
-    return x, CGResult(iterations, converged, tuple(history))
+    return state.x, CGResult(state.iterations, converged, tuple(state.history))

@@ -53,6 +53,15 @@ def output_size(kernel_shape: tuple[int, ...], name: str) -> int:
     )
 
 
+def flatten_block(block: np.ndarray, k: int) -> np.ndarray:
+    """A NumPy block ``(r, c)`` or ``(r, c, k, k)`` as the ``(r * k, c * k)`` matrix."""
+    if block.ndim == 2:
+        return block
+    return np.ascontiguousarray(np.transpose(block, (0, 2, 1, 3))).reshape(
+        block.shape[0] * k, block.shape[1] * k
+    )
+
+
 def _flatten_columns(kernel, n_rows: int, k: int):
     """A ``(n_rows, n, k, k)`` kernel as the ``(n_rows * k, n * k)`` matrix (same library)."""
     if k == 1 and kernel.ndim == 2:
@@ -86,6 +95,7 @@ class KernelOperator:
         self.shift = float(shift)
         self.passes = 0
         self.is_dask = isinstance(kernel, da.Array)
+        self.shape, self.ndim = tuple(kernel.shape), kernel.ndim
 
     def block_bounds(self, block_size: int | None = None) -> list[tuple[int, int]]:
         """Example ranges ``[(start, stop), ...]`` covering ``range(n)``: the Dask row chunks
@@ -111,6 +121,11 @@ class KernelOperator:
         parts = [np.diag(self.submatrix(slice(a, b), slice(a, b))) for a, b in
                  self.block_bounds(block_size)]  # fmt: skip
         return np.concatenate(parts)
+
+    def diagonal_blocks(self, block_size: int | None = None):
+        """``[((start, stop), block), ...]``: the flattened diagonal blocks, without the shift."""
+        return [((a, b), self.submatrix(slice(a, b), slice(a, b)))
+                for a, b in self.block_bounds(block_size)]  # fmt: skip
 
     def matmat(self, v: np.ndarray) -> np.ndarray:
         """``(K + shift I) @ v`` for ``v`` of shape ``(n*k, r)``; one pass over the kernel."""

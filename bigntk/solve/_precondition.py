@@ -46,12 +46,12 @@ class BlockJacobi:
         import scipy.linalg  # imported on use: it is slow to import
 
         self.k = op.k
-        self.bounds = op.block_bounds(block_size)
+        blocks = op.diagonal_blocks(block_size)
+        self.bounds = [bounds for bounds, _ in blocks]
         # explicit inverses (from Cholesky factors): applying them is one matmul per block,
         # ~50x faster than triangular solves with few right-hand sides
         self.inverses = []
-        for a, b in self.bounds:
-            block = op.submatrix(slice(a, b), slice(a, b))
+        for (a, b), block in blocks:
             block[np.diag_indices_from(block)] += op.shift
             try:
                 factor = scipy.linalg.cho_factor(block, lower=True)

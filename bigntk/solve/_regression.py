@@ -10,6 +10,7 @@ add ``λ`` for a noisy observation).
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Any, NamedTuple
 
@@ -17,9 +18,12 @@ import dask.array as da
 import numpy as np
 
 from bigntk.errors import KernelShapeError
-from bigntk.solve._cg import pcg
+from bigntk.solve._cg import initial_state, pcg
+from bigntk.solve._checkpoint import for_fit
+from bigntk.solve._distributed import DistributedKernel, as_operator
 from bigntk.solve._operator import KernelOperator, apply_kernel, as_kernel, output_size
 from bigntk.solve._precondition import make_preconditioner, not_positive_definite
+from bigntk.store import open_kernel
 
 _METHODS = ("auto", "cholesky", "cg")
 
@@ -38,6 +42,8 @@ class SolveInfo:
         passes: products with the whole kernel (each reads a stored kernel once),
             the residual check included.
         seconds: wall time of the fit.
+        resumed_from: the checkpointed CG iteration the solve continued from (0: none).
+        bytes_read: bytes a distributed kernel read from its store (None otherwise).
     """
 
     method: str
@@ -48,6 +54,8 @@ class SolveInfo:
     residual: float
     passes: int
     seconds: float
+    resumed_from: int = 0
+    bytes_read: int | None = None
 
 
 class Prediction(NamedTuple):
@@ -85,6 +93,11 @@ class KernelRegression:
         """``(K + λ I)⁻¹ rhs`` for ``rhs`` of shape ``(n*k, r)`` (flattened example-major)."""
         return self._solver(np.asarray(rhs, dtype=np.float64))
 
+    def close(self) -> None:
+        """Stop a distributed kernel's actors (no-op otherwise); ``predict`` then fails."""
+        if isinstance(self._op, DistributedKernel):
+            self._op.close()
+
     def predict(self, k_test_train: Any, k_test_test: Any = None) -> Prediction:
         """The posterior at ``m`` test examples.
 
@@ -102,6 +115,10 @@ class KernelRegression:
             Dask chunk rows, else 512) at a time.
         """
         op = self._op
+        if isinstance(k_test_train, str | os.PathLike):  # a store of K(x_test, x_train)
+            k_test_train = open_kernel(str(k_test_train), getattr(op, "kind", "ntk"))
+        if isinstance(k_test_test, str | os.PathLike):
+            k_test_test = open_kernel(str(k_test_test), getattr(op, "kind", "ntk"))
         k_test_train = as_kernel(k_test_train, "k_test_train")
         m = _check_test_train(k_test_train.shape, op)
         mean = apply_kernel(k_test_train, self._alpha_flat, op.k)  # (m*k, r)
@@ -130,10 +147,10 @@ def _flat_rows(kernel: np.ndarray, k: int) -> np.ndarray:
 def _check_test_train(shape: tuple[int, ...], op: KernelOperator) -> int:
     want = "(m, n)" if op.k == 1 else f"(m, n, {op.k}, {op.k})"
     k = output_size(shape, "k_test_train")
-    if k != op.k or shape[1] != op.n or len(shape) != op.kernel.ndim:
+    if k != op.k or shape[1] != op.n or len(shape) != op.ndim:
         raise KernelShapeError(
             f"k_test_train must have shape {want} with n = {op.n} training examples, like the "
-            f"train-train kernel {op.kernel.shape}; got {shape}. Pass K(x_test, x_train) "
+            f"train-train kernel {op.shape}; got {shape}. Pass K(x_test, x_train) "
             "built with the same trace_axes."
         )
     return shape[0]
@@ -168,7 +185,7 @@ def _targets(y: Any, op: KernelOperator) -> tuple[np.ndarray, tuple[int, ...]]:
     if not ok:
         raise KernelShapeError(
             f"y_train must have shape {want} for a train-train kernel of shape "
-            f"{op.kernel.shape}, got {y.shape}."
+            f"{op.shape}, got {y.shape}."
         )
     if not np.all(np.isfinite(y)):
         raise ValueError("y_train holds NaN or infinite values.")
@@ -189,6 +206,13 @@ def fit(
     maxiter: int = 1000,
     progress: bool = True,
     seed: int = 0,
+    kind: str = "ntk",
+    distributed: bool = False,
+    address: str | None = None,
+    workers: int | None = None,
+    checkpoint: str | os.PathLike | bool | None = None,
+    checkpoint_every: int = 5,
+    callback: Any = None,
 ) -> KernelRegression:
     """Solve ``(K + λ I) α = y`` for kernel ridge regression / a GP posterior.
 
@@ -198,8 +222,10 @@ def fit(
 
     Args:
         k_train_train: the symmetric train-train kernel, NumPy/JAX ``(n, n)`` /
-            ``(n, n, k, k)``, or a Dask array as returned by
-            :func:`bigntk.open_kernel` (never materialised by ``method='cg'``).
+            ``(n, n, k, k)``, a Dask array as returned by :func:`bigntk.open_kernel`
+            (never materialised by ``method='cg'``), the path of a kernel store
+            (opened as that Dask array, or held by Ray actors with
+            ``distributed=True``), or a :class:`DistributedKernel`.
         y_train: targets ``(n,)`` or ``(n, r)`` (``r`` right-hand sides) for a
             traced kernel; ``(n, k)`` or ``(n, k, r)`` for a per-output one.
         diag_reg: the regulariser ``λ`` (ridge; the GP's noise variance). As in
@@ -218,9 +244,25 @@ def fit(
         maxiter: CG iteration cap (reaching it warns ``ConvergenceWarning``).
         progress: a progress bar for CG on a terminal.
         seed: seed of the Nyström landmarks.
+        kind: the kernel read from a store path (``'ntk'`` or ``'nngp'``).
+        distributed: hold a store path's kernel in Ray actors' memory
+            (:class:`DistributedKernel`: the store is read once, products come from
+            memory); ``address`` implies it.
+        address: the Ray cluster for ``distributed`` (None: the running Ray, else
+            a new local one).
+        workers: actors for ``distributed`` (default: the cluster's CPUs).
+        checkpoint: where CG saves its iterate every ``checkpoint_every``
+            iterations and at the end, and finds it again: a folder; None (default):
+            ``<store>/solve/`` for a local store, none for arrays; False: never. A
+            fit of the same problem (kernel, targets, regulariser, preconditioner,
+            tolerance) continues from the saved iteration.
+        checkpoint_every: iterations between checkpoints.
+        callback: called as ``callback(state)`` with the :class:`CGState` after
+            each CG iteration.
 
     Returns:
-        A :class:`KernelRegression`: ``.alpha``, ``.info``, ``.predict(...)``.
+        A :class:`KernelRegression`: ``.alpha``, ``.info``, ``.predict(...)``
+        (``.close()`` stops a distributed kernel's actors).
 
     Raises:
         KernelShapeError: shapes that do not fit together.
@@ -230,15 +272,19 @@ def fit(
     start = time.perf_counter()
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r} instead.")
-    op = KernelOperator(k_train_train)
+    op = as_operator(k_train_train, kind=kind, distributed=distributed, address=address,
+                     workers=workers)  # fmt: skip
     y, y_shape = _targets(y_train, op)
     if not (np.isfinite(diag_reg) and diag_reg >= 0):
         raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg!r} instead.")
     if method == "auto":
-        method = "cg" if op.is_dask else "cholesky"
+        method = "cg" if op.is_dask or isinstance(op, DistributedKernel) else "cholesky"
     scale = 1.0 if diag_reg_absolute_scale else float(np.mean(op.diagonal(block_size)))
     op.shift = float(diag_reg) * scale
-    batch = int(block_size or (op.kernel.chunks[0][0] if op.is_dask else 512))
+    default_batch = op.plan.block if isinstance(op, DistributedKernel) else (
+        op.kernel.chunks[0][0] if op.is_dask else 512)  # fmt: skip
+    batch = int(block_size or default_batch)
+    resumed_from = 0
     if method == "cholesky":
         solver = _cholesky_solver(op)
         alpha = solver(y)
@@ -251,8 +297,17 @@ def fit(
             return pcg(op.matmat, rhs, precond, tol=tol, maxiter=maxiter, shift=op.shift,
                        progress=progress, desc=desc)[0]  # fmt: skip
 
+        saver = for_fit(checkpoint, k_train_train, op, kind, y, checkpoint_every,
+                        shift=op.shift, preconditioner=preconditioner, rank=rank,
+                        block_size=block_size, seed=seed, tol=tol)  # fmt: skip
+        state = (saver and saver.load(y.shape)) or initial_state(y, precond, tol)
+        resumed_from = state.iterations
+        hooks = [hook for hook in (saver, callback) if hook is not None]
         alpha, result = pcg(op.matmat, y, precond, tol=tol, maxiter=maxiter, shift=op.shift,
-                            progress=progress)  # fmt: skip
+                            progress=progress, state=state,
+                            on_iteration=lambda s: [hook(s) for hook in hooks])  # fmt: skip
+        if saver is not None:
+            saver.save(state)
         name = None if precond is None else precond.name
         iterations, converged = result.iterations, result.converged
     residual = op.matmat(alpha) - y
@@ -267,6 +322,8 @@ def fit(
         residual=float(relative.max()),
         passes=op.passes,
         seconds=time.perf_counter() - start,
+        resumed_from=resumed_from,
+        bytes_read=getattr(op, "bytes_read", None),
     )
     return KernelRegression(op, y_shape, alpha, info, solver, batch)
 
@@ -275,8 +332,11 @@ def _cholesky_solver(op: KernelOperator):
     """``rhs -> (K + shift I)⁻¹ rhs`` by one Cholesky factorisation of the whole matrix."""
     import scipy.linalg  # imported on use: it is slow to import
 
-    kernel = op.kernel.compute() if op.is_dask else op.kernel
-    matrix = _flat_rows(np.array(kernel, dtype=np.float64), op.k)
+    if isinstance(op, DistributedKernel):
+        matrix = op.submatrix(slice(None), slice(None))
+    else:
+        kernel = op.kernel.compute() if op.is_dask else op.kernel
+        matrix = _flat_rows(np.array(kernel, dtype=np.float64), op.k)
     matrix[np.diag_indices_from(matrix)] += op.shift
     if not np.all(np.isfinite(matrix)):
         raise not_positive_definite("Cholesky: the kernel holds NaN or infinite entries", op.shift)
