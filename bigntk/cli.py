@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_error(e: BaseException) -> None:
+    """One line per error; a config's problems each on their own line (they are all fixes)."""
     lines = [line for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    if isinstance(e, ConfigError):
+        print("\n".join(f"bigntk: error: {line.strip()}" for line in lines), file=sys.stderr)
+        return
     message = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1].strip()}"
     print(f"bigntk: error: {message}", file=sys.stderr)

@@ -379,6 +379,11 @@ def test_errors_print_one_line(capsys):
     assert capsys.readouterr().err == (
         "bigntk: error: Block (0, 1) failed 3 times. … ValueError: boom\n"
     )
+    _print_error(ConfigError("c.yaml: kernel.kinds: expected ...\nc.yaml: tiling.block_size: x"))
+    assert capsys.readouterr().err == (
+        "bigntk: error: c.yaml: kernel.kinds: expected ...\n"
+        "bigntk: error: c.yaml: tiling.block_size: x\n"
+    )
 
 
 def test_console_script_and_module_run():
