@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import time
 import warnings
@@ -19,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 
 from bigntk.build._checks import check_arguments, check_source_dtypes
 from bigntk.build._compute import kernel_probe, kernel_shapes
@@ -30,11 +28,12 @@ from bigntk.build._resources import WorkerResources
 from bigntk.build._scheduler import BuildResult, run_blocks
 from bigntk.build._spec import (
     SPEC_VERSION,
+    block_size_for,
     canonical_kinds,
     canonical_vmap_axes,
-    default_block_size,
     dim_names,
     output_axes,
+    worker_platform,
 )
 from bigntk.empirical import (
     DEFAULT_NTK_IMPLEMENTATION,
@@ -100,7 +99,8 @@ def _validate_sources(x1: Source, x2: Source | None) -> None:
 
 def plan_layout(
     f, params, kwargs, x1: Source, x2: Source | None, kinds, trace_axes, diagonal_axes,
-    block_size, devices: int,
+    block_size, devices: int, *, vmap_axes: Any = None,
+    implementation: Any = DEFAULT_NTK_IMPLEMENTATION, platform: str | None = None,
 ) -> dict:  # fmt: skip
     example = jax.ShapeDtypeStruct((1, *x1.shape[1:]), x1.dtype)
     try:
@@ -123,12 +123,11 @@ def plan_layout(
             f"diagonal_axes includes the batch axis, which needs as many x1 as x2 examples; "
             f"got {n1} and {n2}."
         )
-    per_example = math.prod(out.shape[1:]) or 1
-    n_params = sum(np.size(p) for p in jax.tree.leaves(params))
-    itemsize = np.dtype(out.dtype).itemsize
-    if block_size is None:
-        entry = len(kinds) * itemsize * max(1, per_example**2)
-        block_size = default_block_size(n1, entry, devices, per_example * n_params * itemsize)
+    if block_size is None:  # the rule: bigntk.build._spec.default_block_size
+        block_size = block_size_for(
+            (f, params, kwargs, kinds, vmap_axes, implementation), axes, x1, out,
+            max(n1, n2), devices, platform or jax.devices()[0].platform, diagonal,
+        )  # fmt: skip
     if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
         raise BuildInputError(f"block_size must be a positive int, got {block_size!r} instead.")
     largest = -(-max(n1, n2) // devices) * devices
@@ -184,6 +183,7 @@ def resolve_vmap_axes(f, params, kwargs, x1: Source, x2: Source | None, vmap_axe
 def describe_build(
     f, params, kwargs, s1: Source, s2: Source | None, kinds, trace_axes, diagonal_axes,
     vmap_axes, implementation, block_size, devices: int, data: tuple[str, str | None],
+    platform: str | None = None,
 ) -> tuple[dict, dict, dict]:  # fmt: skip
     """``(spec, settings, probe)`` of a build: what identifies it, how workers compute it.
 
@@ -194,8 +194,9 @@ def describe_build(
     """
     kinds = canonical_kinds(kinds)
     layout = plan_layout(
-        f, params, kwargs, s1, s2, kinds, trace_axes, diagonal_axes, block_size, devices
-    )
+        f, params, kwargs, s1, s2, kinds, trace_axes, diagonal_axes, block_size, devices,
+        vmap_axes=vmap_axes, implementation=implementation, platform=platform,
+    )  # fmt: skip
     trace_axes = tuple(layout.pop("trace_axes"))
     diagonal_axes = tuple(layout.pop("diagonal_axes"))
     vmap_axes = resolve_vmap_axes(f, params, kwargs, s1, s2, vmap_axes)
@@ -345,7 +346,7 @@ def build_kernel(
         workers, devices = placement.workers, placement.devices
         spec, settings, probe = describe_build(
             f, params, kwargs, s1, s2, kinds, trace_axes, diagonal_axes, vmap_axes,
-            implementation, block_size, devices, data,
+            implementation, block_size, devices, data, worker_platform(placement.options),
         )  # fmt: skip
         with store_full_errors(path), writer_lease(path, lease_wait) as lease:  # one writer
             store, resumed = StoreWriter.create_or_resume(
