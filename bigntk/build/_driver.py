@@ -124,10 +124,8 @@ def plan_layout(
             f"got {n1} and {n2}."
         )
     if block_size is None:  # the rule: bigntk.build._spec.default_block_size
-        block_size = block_size_for(
-            (f, params, kwargs, kinds, vmap_axes, implementation), axes, x1, out,
-            max(n1, n2), devices, platform or jax.devices()[0].platform, diagonal,
-        )  # fmt: skip
+        block_size = block_size_for((f, params, kwargs, kinds, vmap_axes, implementation), axes,
+                                    x1, out, max(n1, n2), devices, platform, diagonal)  # fmt: skip
     if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
         raise BuildInputError(f"block_size must be a positive int, got {block_size!r} instead.")
     largest = -(-max(n1, n2) // devices) * devices
@@ -283,7 +281,7 @@ def build_kernel(
             default) proves that ``f`` treats examples independently, and
             refuses a build it cannot prove it for (a kernel of a model that
             mixes examples has no blocks); ``vmap_axes=0`` asserts it.
-        block_size: rows and columns per block (default: from memory and cost).
+        block_size: rows and columns per block (default: ~1 s of work, 16-256 MiB chunks).
         address: Ray address; None starts a local Ray (or uses the one running
             in this process).
         workers: number of worker actors (default: one per GPU, else one).

@@ -160,16 +160,18 @@ def default_block_size(
 
 
 def block_size_for(
-    kernel: tuple, axes: Any, x: Any, out: Any, n: int, devices: int, platform: str,
+    kernel: tuple, axes: Any, x: Any, out: Any, n: int, devices: int, platform: str | None,
     diagonal: bool,
 ) -> int:  # fmt: skip
     """:func:`default_block_size` for a build: its inputs read from the kernel and data.
 
     ``kernel`` is ``(f, params, kwargs, kinds, vmap_axes, implementation)``; ``axes``
     the canonical output axes; ``x`` the x1 source (feature shape, dtype); ``out``
-    f's output for one example (a ``ShapeDtypeStruct``); ``n`` the larger side.
+    f's output for one example (a ``ShapeDtypeStruct``); ``n`` the larger side;
+    ``platform`` the workers' (:func:`worker_platform`; None: this process's device).
     """
     f, params, kwargs, kinds, vmap_axes, implementation = kernel
+    platform = platform or jax.devices()[0].platform
     stored = math.prod(
         d ** (1 if k in axes.diagonal else 2)
         for k, d in enumerate(out.shape)
