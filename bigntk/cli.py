@@ -13,6 +13,9 @@
     bigntk plan CONFIG.yaml [--workers N] [--flops-per-s F] [--no-measure] [--set ...]
     bigntk submit CONFIG.yaml --address http://HEAD:8265 [--set ...] [--pip REQ | --no-pip]
                   [--env NAME[=VALUE]] [--wait]    # the build as a Ray job on a cluster
+    bigntk solve CONFIG.yaml [--targets y.npy] [--test-kernel STORE] [--diag-reg R]
+                 [--preconditioner nystrom|jacobi|none] [--address A] [--dask]
+    bigntk spectrum STORE [-k K] [--address A] [--dask]   # top-k eigenpairs
 
 ``verify STORE`` runs every check the store alone allows. ``verify CONFIG``
 also needs the model and data (the store keeps only their fingerprints): it
@@ -25,7 +28,7 @@ input (arguments, config, paths). Errors are one line, without a traceback.
 
 The commands themselves live in :mod:`bigntk._cli`: ``build``, ``plan`` and
 ``submit`` in ``build.py``, ``status`` and ``info`` in ``store.py``, ``verify`` in
-``verify.py``.
+``verify.py``, ``solve`` and ``spectrum`` in ``solve.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import sys
 from collections.abc import Sequence
 
 from bigntk._cli.build import add_build, add_plan, add_submit
+from bigntk._cli.solve import add_solve, add_spectrum
 from bigntk._cli.store import add_info, add_status
 from bigntk._cli.verify import add_verify
 from bigntk.errors import (
@@ -88,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     add_verify(commands)
     add_plan(commands)
     add_submit(commands)
+    add_solve(commands)
+    add_spectrum(commands)
     return parser
 
 

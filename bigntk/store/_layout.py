@@ -7,6 +7,8 @@ Layout::
                                 fill NaN; dimension_names set (xarray.open_zarr works)
     <path>/manifest             uint8 (grid rows, grid cols): 1 = block committed
     <path>/checksum_<kind>      int64 (grid rows, grid cols): CRC-32 of each committed block
+    <path>/solve/               solves and spectra of this kernel (bigntk solve): removed
+                                with the store on overwrite
 
 A block is a pair of block indices ``(bi, bj)``: rows ``bi*b : (bi+1)*b`` of
 x1 against rows ``bj*b : (bj+1)*b`` of x2, cropped at the edges. Symmetric
@@ -90,6 +92,7 @@ class Plan:
 FORMAT_VERSION = 1
 MANIFEST = "manifest"
 MANIFEST_CHUNK = 512
+SOLVE_FOLDER = "solve"  # bigntk.solve's checkpoints and results of this kernel (not Zarr)
 LEASE_KEY = "manifest/bigntk.lease"  # beside the manifest chunks: Zarr never lists it
 BEAT_PREFIX = LEASE_KEY + ".beat-"  # + the holder's token: its latest heartbeat
 

@@ -19,7 +19,14 @@ import zarr
 from bigntk.errors import NotAStoreError, SpecMismatchError
 from bigntk.store._checksum import PREFIX as CHECKSUM_PREFIX
 from bigntk.store._checksum import ChecksumTable, checksum
-from bigntk.store._layout import FORMAT_VERSION, LEASE_KEY, MANIFEST, MANIFEST_CHUNK, Plan
+from bigntk.store._layout import (
+    FORMAT_VERSION,
+    LEASE_KEY,
+    MANIFEST,
+    MANIFEST_CHUNK,
+    SOLVE_FOLDER,
+    Plan,
+)
 from bigntk.store._paths import (
     creatable,
     entries,
@@ -212,7 +219,8 @@ def check_not_foreign(path: str) -> None:
 def _store_names(path: str) -> set[str]:
     meta = KernelStore.open(path).meta
     kinds = meta["spec"]["kinds"]
-    return {"zarr.json", MANIFEST, *kinds, *(CHECKSUM_PREFIX + k for k in kinds)}
+    names = {"zarr.json", MANIFEST, SOLVE_FOLDER, *kinds}
+    return names | {CHECKSUM_PREFIX + k for k in kinds}
 
 
 def _remove_store(store: StoreWriter) -> None:
