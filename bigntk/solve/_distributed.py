@@ -132,8 +132,7 @@ class DistributedKernel:
 
     def _shards(self, workers: int) -> list[np.ndarray]:
         plan = self.plan
-        mask = np.triu(np.ones(plan.grid, dtype=bool)) if plan.symmetric else plan.mask()
-        blocks = np.argwhere(mask)
+        blocks = np.argwhere(plan.mask())  # a symmetric plan's: the upper blocks
         rows = np.diff([plan.rows(b)[0] for b in range(plan.grid[0])] + [plan.n1])
         sizes = rows[blocks[:, 0]] * rows[blocks[:, 1]]
         return shard_blocks(blocks, sizes, workers)
