@@ -14,9 +14,9 @@ import pytest
 from jax import lax
 
 import bigntk as nt
-from bigntk.empirical._structured import _compat
-from bigntk.empirical._structured._derivatives import derivatives
-from bigntk.empirical._structured._graph import linear_graph
+from bigntk.empirical._structured_derivatives import _compat
+from bigntk.empirical._structured_derivatives._derivatives import derivatives
+from bigntk.empirical._structured_derivatives._graph import linear_graph
 from tests.oracle import oracle
 
 SD = nt.NtkImplementation.STRUCTURED_DERIVATIVES

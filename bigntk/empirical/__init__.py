@@ -21,7 +21,7 @@ from bigntk.empirical._implementation import (
 from bigntk.empirical._implementation import NtkImplementation as NtkImplementation
 from bigntk.empirical._implementation import as_implementation as as_implementation
 from bigntk.empirical._implementation import get_implementation as get_implementation
-from bigntk.empirical._ntk_vp import empirical_ntk_vp_fn as empirical_ntk_vp_fn
+from bigntk.empirical._ntk_vp_fn import empirical_ntk_vp_fn as empirical_ntk_vp_fn
 from bigntk.empirical._reference import reference_kernels as reference_kernels
 
 __all__ = [

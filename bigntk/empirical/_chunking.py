@@ -31,7 +31,7 @@ from jax import lax
 
 from bigntk.empirical._problem import Problem
 from bigntk.empirical._trees import SplitParams, prefix_axes
-from bigntk.empirical._vmap import _kwargs_axes, split_static
+from bigntk.empirical._vmap import kwargs_batch_axes, split_static
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +162,7 @@ def _batched(pb: Problem, x: Any, kw: dict) -> tuple[list, Callable, dict]:
     """``(leaves with their batch axis, rebuild(leaves) -> (x, kw_dynamic), static kw)``."""
     dyn, static = split_static(kw)
     tree = (x, dyn)
-    axes = (pb.vmap.in_axes, _kwargs_axes(pb.vmap, dyn))
+    axes = (pb.vmap.in_axes, kwargs_batch_axes(pb.vmap, dyn))
     leaves, treedef = jax.tree.flatten(tree)
     pairs = list(zip(leaves, prefix_axes(axes, tree), strict=True))
 

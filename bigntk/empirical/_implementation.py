@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from bigntk.empirical._jacobian import ntk_jacobian_contraction
-from bigntk.empirical._ntk_vp import ntk_vector_products
-from bigntk.empirical._structured import ntk_structured_derivatives
+from bigntk.empirical._jacobian_contraction import ntk_jacobian_contraction
+from bigntk.empirical._ntk_vector_products import ntk_vector_products
+from bigntk.empirical._structured_derivatives import ntk_structured_derivatives
 from bigntk.errors import UnsupportedImplementationError
 
 

@@ -79,7 +79,8 @@ def split_static(kwargs: dict) -> tuple[dict, dict]:
     return dyn, static
 
 
-def _kwargs_axes(vm: VmapAxes, kw: dict) -> dict:
+def kwargs_batch_axes(vm: VmapAxes, kw: dict) -> dict:
+    """The batch axes (prefix) of each keyword argument in ``kw``, by name (None: not batched)."""
     if isinstance(vm.kwargs_axes, int):
         return dict.fromkeys(kw, vm.kwargs_axes)
     return {name: vm.kwargs_axes.get(name) for name in kw}
@@ -103,7 +104,7 @@ def per_example(
     in_axes = []
     args = []
     for x, kw in batches:
-        in_axes += [vm.in_axes, _kwargs_axes(vm, kw)]
+        in_axes += [vm.in_axes, kwargs_batch_axes(vm, kw)]
         args += [x, kw]
 
     def one(*flat):

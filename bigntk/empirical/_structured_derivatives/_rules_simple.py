@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bigntk.empirical._structured._factor import Factor
-from bigntk.empirical._structured._site import (
+from bigntk.empirical._structured_derivatives._factor import Factor
+from bigntk.empirical._structured_derivatives._site import (
     PULLBACK,
     Pullback,
     Rule,

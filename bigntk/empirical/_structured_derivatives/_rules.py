@@ -6,11 +6,11 @@ import logging
 
 import jax.numpy as jnp
 
-from bigntk.empirical._structured._factor import Factor
-from bigntk.empirical._structured._graph import Const, Eqn, Graph
-from bigntk.empirical._structured._rules_linear import LINEAR_RULES
-from bigntk.empirical._structured._rules_simple import SIMPLE_RULES
-from bigntk.empirical._structured._site import PULLBACK, Pullback, Rule, Site
+from bigntk.empirical._structured_derivatives._factor import Factor
+from bigntk.empirical._structured_derivatives._graph import Const, Eqn, Graph
+from bigntk.empirical._structured_derivatives._rules_linear import LINEAR_RULES
+from bigntk.empirical._structured_derivatives._rules_simple import SIMPLE_RULES
+from bigntk.empirical._structured_derivatives._site import PULLBACK, Pullback, Rule, Site
 
 logger = logging.getLogger("bigntk.empirical.structured")
 

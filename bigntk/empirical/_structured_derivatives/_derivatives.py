@@ -23,11 +23,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigntk.empirical._structured import _compat
-from bigntk.empirical._structured._factor import Factor, compose, identity
-from bigntk.empirical._structured._graph import Const, Eqn, Graph, evaluate, linear_graph, zeros
-from bigntk.empirical._structured._rules import apply_rule, is_real
-from bigntk.empirical._structured._site import PULLBACK
+from bigntk.empirical._structured_derivatives import _compat
+from bigntk.empirical._structured_derivatives._factor import Factor, compose, identity
+from bigntk.empirical._structured_derivatives._graph import (
+    Const,
+    Eqn,
+    Graph,
+    evaluate,
+    linear_graph,
+    zeros,
+)
+from bigntk.empirical._structured_derivatives._rules import apply_rule, is_real
+from bigntk.empirical._structured_derivatives._site import PULLBACK
 
 
 @jax.tree_util.register_dataclass

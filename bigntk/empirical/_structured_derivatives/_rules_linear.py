@@ -11,8 +11,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from bigntk.empirical._structured._factor import Factor
-from bigntk.empirical._structured._site import Rule, Site
+from bigntk.empirical._structured_derivatives._factor import Factor
+from bigntk.empirical._structured_derivatives._site import Rule, Site
 
 
 def _dot_general(site: Site) -> Factor | None:

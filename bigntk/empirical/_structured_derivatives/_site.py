@@ -20,7 +20,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from bigntk.empirical._structured._factor import Factor
+from bigntk.empirical._structured_derivatives._factor import Factor
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigntk.empirical._structured import _compat
+from bigntk.empirical._structured_derivatives import _compat
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from bigntk.empirical._axes import AxesSpec, Out, Sum, contract
 from bigntk.empirical._problem import Problem
-from bigntk.empirical._structured._derivatives import Derivatives, Use, derivatives
+from bigntk.empirical._structured_derivatives._derivatives import Derivatives, Use, derivatives
 
 logger = logging.getLogger("bigntk.empirical.structured")
 
