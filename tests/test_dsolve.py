@@ -195,6 +195,27 @@ def test_restarted_fit_resumes_from_the_checkpoint_in_the_store(stores):
     assert other.info.resumed_from == 0 and len(os.listdir(Path(traced) / "solve")) == 2
 
 
+def test_in_memory_fit_checkpoints_to_a_given_folder(stores, tmp_path):
+    traced, _, dense = stores
+    kernel, y = dense[(traced, "ntk")], np.random.default_rng(4).standard_normal(200)
+    args = dict(method="cg", preconditioner=None, diag_reg=1e-2, tol=1e-10, progress=False,
+                checkpoint=tmp_path / "ckpt", checkpoint_every=2)  # fmt: skip
+    plain = nt.solve.fit(kernel, y, **{**args, "checkpoint": False})
+
+    def die_at_5(state):
+        if state.iterations == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        nt.solve.fit(kernel, y, callback=die_at_5, **args)
+    resumed = nt.solve.fit(kernel, y, **args)
+    assert resumed.info.resumed_from == 4 and resumed.info.iterations == plain.info.iterations
+    np.testing.assert_allclose(resumed.alpha, plain.alpha, rtol=1e-12, atol=0)
+    changed = kernel.copy()
+    changed[0, 0] *= 2  # another kernel: its own checkpoint, not this one
+    assert nt.solve.fit(changed, y, **args).info.resumed_from == 0
+
+
 @pytest.mark.parametrize("source", ["numpy", "dask", "distributed"])
 def test_eigh_topk_equals_numpy_eigh(stores, ops, source):
     traced, full, dense = stores
