@@ -37,6 +37,7 @@ psutil = pytest.importorskip("psutil")
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 
 BIN = pathlib.Path(sys.executable).parent
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 N, BLOCK = 48, 8  # symmetric: 21 blocks of 8 x 8
 SLOW_MODEL = textwrap.dedent(
     """
@@ -130,6 +131,16 @@ class LocalCluster:
         if timeout is not None:
             self.wait_for_nodes(len(self.nodes), timeout)
 
+    def start_worker_node(self, name: str) -> None:
+        """A node with 2 CPUs and the resources the builds below ask for."""
+        args = ("--address", f"127.0.0.1:{self.gcs_port}", "--num-cpus", "2",
+                "--resources", json.dumps({"bigntk_worker": 2, f"node_{name}": 1}))  # fmt: skip
+        try:
+            self.start_node(name, *args)
+        except RuntimeError:  # a port taken meanwhile by another process: once more
+            self.kill(name)
+            self.start_node(name, *args)
+
     def alive_nodes(self) -> list:
         with contextlib.suppress(Exception):  # the dashboard may not be up yet
             return [n for n in self.list("nodes") if n.state == "ALIVE"]
@@ -211,13 +222,7 @@ def cluster(tmp_path_factory):
         )  # fmt: skip
         # one after the other: two `ray start` on one host at once collide (raylet bind)
         for name in ("a", "b"):
-            args = ("--address", f"127.0.0.1:{c.gcs_port}", "--num-cpus", "2",
-                    "--resources", json.dumps({"bigntk_worker": 2, f"node_{name}": 1}))  # fmt: skip
-            try:
-                c.start_node(name, *args)
-            except RuntimeError:  # a port taken meanwhile by another process: once more
-                c.kill(name)
-                c.start_node(name, *args)
+            c.start_worker_node(name)
         yield c
     finally:
         c.shutdown()
@@ -328,3 +333,77 @@ def test_job_survives_a_killed_node_resumes_and_reports_its_status(
     assert "SUCCEEDED" in out
     assert failed.returncode == 2, fail_out[-3000:] + fail_err
     assert "not a bigntk kernel store" in fail_out
+
+
+# Run in its own process, connected to the cluster (this test process may hold another Ray).
+SOLVE_SCRIPT = textwrap.dedent(
+    """
+    import json, pathlib, sys, time
+    import numpy as np
+    import scipy.linalg
+    import bigntk as nt
+    from bigntk.solve import DistributedKernel
+    from tests import builder_models as bm
+
+    store, address, ready, go = sys.argv[1:]
+    f, params = bm.mlp(width=32, out=3)
+    nt.build_kernel(f, params, bm.data(120, seed=3), None, path=store, block_size=24,
+                    progress=False, address=address, worker_resources={"num_cpus": 1})
+    y = np.random.default_rng(0).standard_normal((120, 2))
+
+    def pause(state):  # mid-solve: let the test kill a node holding part of the kernel
+        if state.iterations == 2 and not pathlib.Path(go).exists():
+            pathlib.Path(ready).write_text("ready")
+            while not pathlib.Path(go).exists():
+                time.sleep(0.1)
+
+    kernel = DistributedKernel(store, address=address, workers=2)
+    fitted = nt.solve.fit(kernel, y, method="cg", preconditioner=None, tol=1e-10,
+                          progress=False, callback=pause)
+    k = nt.open_kernel(store).compute().astype(np.float64)
+    lam = fitted.info.diag_reg
+    want = scipy.linalg.solve(k + lam * np.eye(len(k)), y, assume_a="pos")
+    error = float(np.abs(fitted.alpha - want).max() / np.abs(want).max())
+    print(json.dumps({"error": error, "restarts": kernel.restarts,
+                      "iterations": fitted.info.iterations}))
+    """
+)
+
+
+def test_distributed_solve_survives_a_killed_node(cluster, tmp_path):
+    """A solve whose kernel two actors hold on two nodes; one node is killed mid-CG: its
+    actor is restarted on the other node, rereads its blocks, and the solve equals SciPy's."""
+    for name in ("a", "b"):  # the previous test killed one
+        if name not in cluster.nodes:
+            cluster.start_worker_node(name)
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    script = tmp_path / "solve.py"
+    script.write_text(SOLVE_SCRIPT)
+    env = {
+        **cluster.env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    run = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "k.zarr"), f"127.0.0.1:{cluster.gcs_port}",
+         str(ready), str(go)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not ready.exists():
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline, "the solve did not reach iteration 2"
+            time.sleep(0.2)
+        alive = [("class_name", "=", "BlockServer"), ("state", "=", "ALIVE")]
+        holders = {cluster.node_of(a.node_id) for a in cluster.list("actors", filters=alive)}
+        assert holders, cluster.list("actors")
+        cluster.kill(sorted(holders)[0])
+        go.write_text("go")
+        out, err = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, out + err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["restarts"] >= 1, result
+    assert result["error"] < 1e-5, result
