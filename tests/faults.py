@@ -7,7 +7,7 @@ Every build here is the same small problem, so any two runs that complete
 must give the same kernel bit for bit:
 
 - ``"sym"``: the symmetric NTK of 48 examples, blocks of 8 (21 blocks, 36
-  chunk files with the mirrors);
+  chunk files in format 1, with the mirrors; 21 in format 2);
 - ``"rect"``: 48 x 8 examples, blocks of 8 (6 blocks, one column), where a
   sentinel in x1's row 27 makes exactly block (3, 0) fail while the trigger
   file exists.
@@ -214,7 +214,7 @@ def compare(path: str, reference: str) -> dict:
         for kind in store.kinds:
             for sel in regions:
                 try:
-                    same = np.array_equal(store.array(kind)[sel], ref.array(kind)[sel])
+                    same = np.array_equal(store.values(kind)[sel], ref.values(kind)[sel])
                 except Exception:
                     same = False
                 if not same and done[bi, bj]:
@@ -228,7 +228,7 @@ def compare(path: str, reference: str) -> dict:
     if complete:
         with contextlib.suppress(Exception):
             identical = all(
-                np.array_equal(store.array(k)[...], ref.array(k)[...], equal_nan=True)
+                np.array_equal(store.values(k)[...], ref.values(k)[...], equal_nan=True)
                 for k in store.kinds
             )
     return {"complete": complete, "identical": identical, "lost": lost}

@@ -12,6 +12,7 @@ from bigntk.cli import main
 from bigntk.store import KernelStore, StoreWriter
 from bigntk.store._checksum import NONE, PREFIX, checksum, scan
 from tests import builder_models as bm
+from tests.test_format_v2 import as_format_1
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.xdist_group("ray")]
 
@@ -53,31 +54,71 @@ def test_damaged_blocks_are_found_and_repaired_bit_for_bit(tmp_path, capsys):
     raw[len(raw) // 2 : len(raw) // 2 + 3] = bytes(b ^ 0x5A for b in raw[len(raw) // 2 :][:3])
     flipped.write_bytes(bytes(raw))
     _chunk(path, "nngp", 1, 1).unlink()  # delete a chunk file
-    mirror = _chunk(path, "ntk", 2, 0)  # truncate the mirror chunk of block (0, 2)
-    mirror.write_bytes(mirror.read_bytes()[:37])
+    upper = _chunk(path, "ntk", 0, 2)  # truncate the chunk of block (0, 2)
+    upper.write_bytes(upper.read_bytes()[:37])
+    ntk = StoreWriter.open(str(path)).array("ntk")  # rewrite a chunk whole, CRC32C and all
+    ntk[8:16, 16:20] = ntk[8:16, 16:20] * np.float32(1.5)
     (pathlib.Path(path) / "ntk" / "c" / "0" / "0.abc123.partial").write_bytes(b"stale")
 
     found = {(p.block, p.kind, p.what) for p in scan(KernelStore.open(str(path))).problems}
-    assert found == {((0, 1), "ntk", "differs"), ((1, 1), "nngp", "missing"),
-                     ((0, 2), "ntk", "unreadable")}  # fmt: skip
+    assert found == {((0, 1), "ntk", "unreadable"), ((1, 1), "nngp", "missing"),
+                     ((0, 2), "ntk", "unreadable"), ((1, 2), "ntk", "differs")}  # fmt: skip
     assert main(["verify", str(path), "--checksums"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL: 3 of 6 committed blocks are damaged" in out and "--repair" in out
+    assert "FAIL: 4 of 6 committed blocks are damaged" in out and "--repair" in out
+    assert "checksum do not match" in out  # the chunk's own CRC32C
 
     again = _build(path)  # a plain resume trusts the manifest
     assert again.computed == 0
     repaired = _build(path, repair=True)
-    assert (repaired.computed, repaired.skipped) == (3, 3)
+    assert (repaired.computed, repaired.skipped) == (4, 2)
     for kind, want in clean.items():
         np.testing.assert_array_equal(_kernels(path)[kind], want)  # bit for bit
     assert not scan(KernelStore.open(str(path))).problems
     assert not list(pathlib.Path(path).rglob("*.partial"))
 
 
+def test_format_1_damaged_blocks_and_mirrors_are_found_and_repaired(tmp_path, capsys):
+    path = tmp_path / "k.zarr"
+    _build(path)
+    clean = _kernels(path)
+    as_format_1(path)  # mirrors on disk, no CRC32C in the chunks
+    flipped = _chunk(path, "ntk", 0, 1)  # flip bytes in the middle of a chunk file
+    raw = bytearray(flipped.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 3] = bytes(b ^ 0x5A for b in raw[len(raw) // 2 :][:3])
+    flipped.write_bytes(bytes(raw))
+    _chunk(path, "nngp", 1, 1).unlink()  # delete a chunk file
+    mirror = _chunk(path, "ntk", 2, 0)  # truncate the mirror chunk of block (0, 2)
+    mirror.write_bytes(mirror.read_bytes()[:37])
+
+    found = {(p.block, p.kind, p.what) for p in scan(KernelStore.open(str(path))).problems}
+    assert found == {((0, 1), "ntk", "differs"), ((1, 1), "nngp", "missing"),
+                     ((0, 2), "ntk", "unreadable")}  # fmt: skip
+    assert main(["verify", str(path), "--checksums"]) == 1
+    assert "FAIL: 3 of 6 committed blocks are damaged" in capsys.readouterr().out
+    repaired = _build(path, repair=True)
+    assert (repaired.computed, repaired.skipped) == (3, 3)
+    store = KernelStore.open(str(path))
+    assert store.format == 1
+    for kind, want in clean.items():
+        np.testing.assert_array_equal(store.array(kind)[...], want)  # mirrors rewritten too
+    assert not scan(store).problems
+
+
 def test_nonfinite_values_are_reported(tmp_path):
     path = tmp_path / "k.zarr"
     _build(path)
     store = StoreWriter.open(str(path))
+    store.array("ntk")[3, 9] = np.nan  # in block (0, 1)
+    store.array("ntk")[19, 9] = 1.0  # block (2, 1): not stored in format 2, not checked
+    (problem,) = scan(store).problems
+    assert (problem.block, problem.kind, problem.what) == ((0, 1), "ntk", "nonfinite")
+
+
+def test_format_1_nonfinite_values_in_a_mirror_are_reported(tmp_path):
+    path = tmp_path / "k.zarr"
+    _build(path)
+    store = as_format_1(path)
     store.array("ntk")[9, 3] = np.nan  # block (1, 0)'s mirror region: block (0, 1)
     (problem,) = scan(store).problems
     assert (problem.block, problem.kind, problem.what) == ((0, 1), "ntk", "nonfinite")

@@ -54,16 +54,38 @@ def test_create_resume_refuse_overwrite(tmp_path):
     assert not resumed
 
 
-def test_write_block_writes_the_transposed_mirror(tmp_path):
+def test_write_block_stores_a_symmetric_block_once(tmp_path):
     dims = ("x1", "x2", "out1_1", "out1_2")
     store, _ = StoreWriter.create_or_resume(str(tmp_path / "k.zarr"), _spec(out=(2, 2), dims=dims))
+    assert store.format == 2 and not store.mirrored
+    block = np.arange(4 * 2 * 2 * 2, dtype=np.float32).reshape(4, 2, 2, 2)  # rows 0:4, cols 8:10
+    store.write_block(0, 2, {"ntk": block})
+    arr = store.array("ntk")
+    np.testing.assert_array_equal(arr[0:4, 8:10], block)
+    assert np.isnan(arr[8:10, 0:4]).all()  # the mirror is not written ...
+    assert not (tmp_path / "k.zarr" / "ntk" / "c" / "2" / "0").exists()
+    values = store.values("ntk")  # ... but read as the transpose
+    np.testing.assert_array_equal(values[8:10, 0:4], block.transpose(1, 0, 3, 2))
+    np.testing.assert_array_equal(values[0:4, 8:10], block)
+    sym = store.symmetrize(np.random.default_rng(0).standard_normal((4, 4, 2, 2)))
+    np.testing.assert_array_equal(sym, sym.transpose(1, 0, 3, 2))
+
+
+def test_format_1_write_block_writes_the_transposed_mirror(tmp_path):
+    dims = ("x1", "x2", "out1_1", "out1_2")
+    path, spec = str(tmp_path / "k.zarr"), _spec(out=(2, 2), dims=dims)
+    store, _ = StoreWriter.create_or_resume(path, spec, format_version=1)
+    assert store.format == 1 and store.mirrored
     block = np.arange(4 * 2 * 2 * 2, dtype=np.float32).reshape(4, 2, 2, 2)  # rows 0:4, cols 8:10
     store.write_block(0, 2, {"ntk": block})
     arr = store.array("ntk")
     np.testing.assert_array_equal(arr[0:4, 8:10], block)
     np.testing.assert_array_equal(arr[8:10, 0:4], block.transpose(1, 0, 3, 2))
-    sym = store.symmetrize(np.random.default_rng(0).standard_normal((4, 4, 2, 2)))
-    np.testing.assert_array_equal(sym, sym.transpose(1, 0, 3, 2))
+    assert store.values("ntk") is arr  # format 1: the mirrors are on disk
+    again, resumed = StoreWriter.create_or_resume(path, spec)  # a resume keeps format 1
+    assert resumed and again.format == 1 and again.mirrored
+    with pytest.raises(ValueError, match="format_version must be one of"):
+        StoreWriter.create_or_resume(str(tmp_path / "k3.zarr"), spec, format_version=3)
 
 
 def test_mirror_permutation():

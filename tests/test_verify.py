@@ -16,6 +16,7 @@ from bigntk.config import load_config
 from bigntk.store import KernelStore, StoreWriter, checksum
 from tests import models
 from tests.oracle import oracle
+from tests.test_format_v2 import as_format_1
 
 pytestmark = pytest.mark.xdist_group("ray")
 
@@ -71,7 +72,7 @@ def store(built, tmp_path):
 
 
 def _rewrite(path, bi, bj, values):
-    """Write block (bi, bj) (and its mirror) through the store API, recording its checksums."""
+    """Write block (bi, bj) through the store API, recording its checksums."""
     store = StoreWriter.open(path)
     sums = store.write_block(bi, bj, values)
     store.checksums.record((bi, bj), sums)
@@ -84,7 +85,8 @@ def test_verify_store_runs_the_store_checks(store, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"bigntk verify: {path} (6/6 blocks committed); store checks only")
     assert "ok   committed blocks reread: 6 blocks x 2 kinds" in out
-    assert "mirrors exactly transposed" in out and "principal submatrix is PSD" in out
+    assert "diagonal blocks exactly symmetric (each block stored once)" in out
+    assert "principal submatrix is PSD" in out
     assert out.strip().splitlines()[-1].startswith("PASS: ")
     assert main(["verify", path, "--tolerance", "0.1"]) == 2  # needs the config
     assert "--tolerance needs the build config" in capsys.readouterr().err
@@ -98,27 +100,62 @@ def test_verify_store_names_a_damaged_chunk(store, capsys):
     chunk.write_bytes(bytes(raw))
     assert main(["verify", path]) == 1
     out = capsys.readouterr().out
+    assert "FAIL block (0, 1) ntk unreadable: chunk (0, 1) of ntk cannot be read" in out
+    assert "checksum do not match" in out  # the chunk's CRC32C (format 2)
+    assert "FAIL committed blocks reread: 1 of 6 committed blocks are damaged" in out
+    assert out.strip().splitlines()[-1].startswith("FAIL: ")
+
+
+def test_verify_store_names_a_damaged_chunk_of_format_1(store, capsys):
+    path, _ = store
+    as_format_1(path)  # no CRC32C in the chunks: the recorded checksum finds it
+    chunk = pathlib.Path(path) / "ntk" / "c" / "0" / "1"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x5A
+    chunk.write_bytes(bytes(raw))
+    assert main(["verify", path]) == 1
+    out = capsys.readouterr().out
     assert "FAIL block (0, 1) ntk differs: ntk checksum" in out
     assert "FAIL committed blocks reread: 1 of 6 committed blocks are damaged" in out
     assert out.strip().splitlines()[-1].startswith("FAIL: ")
+
+
+def _record(kernel, block, ntk_parts):
+    """Record a ntk checksum that agrees with ``ntk_parts`` (nngp's unchanged)."""
+    sums = {"ntk": checksum(*ntk_parts, dtype=kernel.array("ntk").dtype)}
+    sums["nngp"] = int(kernel.checksums.grids()["nngp"][block])
+    kernel.checksums.record(block, sums)
+    kernel.checksums.flush(np.array([block]))
 
 
 def test_verify_store_names_an_asymmetric_block(store, capsys):
     path, _ = store
     kernel = StoreWriter.open(path)
     ntk = kernel.array("ntk")
-    mirror = ntk[16:24, 0:8]  # the mirror of block (0, 2)
-    mirror[3, 5] *= 1.5
-    ntk[16:24, 0:8] = mirror
-    parts = (ntk[0:8, 16:24], ntk[16:24, 0:8])  # and a checksum that agrees with it
-    sums = {"ntk": checksum(*parts, dtype=ntk.dtype)}
-    sums["nngp"] = int(kernel.checksums.grids()["nngp"][0, 2])
-    kernel.checksums.record((0, 2), sums)
-    kernel.checksums.flush(np.array([[0, 2]]))
+    diagonal = ntk[8:16, 8:16]  # block (1, 1): format 2 keeps it exactly symmetric
+    diagonal[3, 5] *= 1.5
+    ntk[8:16, 8:16] = diagonal
+    _record(kernel, (1, 1), (diagonal,))  # and a checksum that agrees with it
     assert main(["verify", path, "--checksums"]) == 0  # the checksums cannot see it
     capsys.readouterr()
     assert main(["verify", path]) == 1
     out = capsys.readouterr().out
+    assert "FAIL block (1, 1) ntk asymmetric: 2 ntk values differ from its own transpose" in out
+
+
+def test_verify_store_of_format_1_names_an_asymmetric_block(store, capsys):
+    path, _ = store
+    kernel = as_format_1(path)
+    ntk = kernel.array("ntk")
+    mirror = ntk[16:24, 0:8]  # the mirror of block (0, 2)
+    mirror[3, 5] *= 1.5
+    ntk[16:24, 0:8] = mirror
+    _record(kernel, (0, 2), (ntk[0:8, 16:24], ntk[16:24, 0:8]))  # a checksum that agrees
+    assert main(["verify", path, "--checksums"]) == 0  # the checksums cannot see it
+    capsys.readouterr()
+    assert main(["verify", path]) == 1
+    out = capsys.readouterr().out
+    assert "mirrors exactly transposed" not in out
     assert "FAIL block (0, 2) ntk asymmetric: 1 ntk values differ from the transpose" in out
 
 

@@ -78,7 +78,7 @@ def check_store(store: Any, blocks: int, seed: int) -> tuple[list[Check], np.nda
     symmetric = store.plan.symmetric and not store.plan.diagonal
     detail = (
         f"{result.checked} blocks x {len(store.kinds)} kinds: chunks present and readable, "
-        f"checksums match, no NaN/inf{', mirrors exactly transposed' if symmetric else ''}"
+        f"checksums match, no NaN/inf{_symmetry_note(store) if symmetric else ''}"
     )
     if result.without_checksum:
         detail += f" ({result.without_checksum} block-kinds have no recorded checksum)"
@@ -98,6 +98,12 @@ def check_store(store: Any, blocks: int, seed: int) -> tuple[list[Check], np.nda
         for bi, bj in _sample(good, blocks, rng):
             checks += _check_psd(store, good, bi, bj, rng)
     return checks, good
+
+
+def _symmetry_note(store: Any) -> str:
+    if store.mirrored:  # format 1: the mirrors are on disk
+        return ", mirrors exactly transposed"
+    return ", diagonal blocks exactly symmetric (each block stored once)"
 
 
 def _is_square(store: Any) -> bool:
@@ -122,7 +128,7 @@ def _check_psd(store: Any, good: np.ndarray, bi: int, bj: int, rng: np.random.Ge
     idx = np.array(sorted(rows))
     out = []
     for kind in store.kinds:
-        sub = traced(np.asarray(store.array(kind).oindex[idx, idx], np.float64), store.dims)
+        sub = traced(np.asarray(store.values(kind).oindex[idx, idx], np.float64), store.dims)
         eig = np.linalg.eigvalsh((sub + sub.T) / 2)
         top = float(np.abs(eig).max())
         ok = bool(np.isfinite(eig).all() and eig.min() >= -1e-4 * top)

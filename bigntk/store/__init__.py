@@ -3,6 +3,8 @@
 A store is one Zarr v3 group per build (see :mod:`bigntk.store._layout`). Readers
 use :class:`KernelStore` and :func:`open_kernel`; a build writes through
 :class:`StoreWriter`, under the path's writer lease (:func:`writer_lease`).
+Format 2 (new stores) keeps each block of a symmetric kernel once;
+:func:`mirror_lower_blocks` writes the rest for raw Zarr readers.
 """
 
 from bigntk.store._checksum import ScanResult as ScanResult
@@ -11,9 +13,11 @@ from bigntk.store._checksum import repair as repair
 from bigntk.store._checksum import report as report
 from bigntk.store._checksum import scan as scan
 from bigntk.store._layout import FORMAT_VERSION as FORMAT_VERSION
+from bigntk.store._layout import READABLE_FORMATS as READABLE_FORMATS
 from bigntk.store._layout import Plan as Plan
 from bigntk.store._layout import mirror_permutation as mirror_permutation
 from bigntk.store._lease import describe as describe_lease
+from bigntk.store._mirror import mirror_lower_blocks as mirror_lower_blocks
 from bigntk.store._paths import has_partial_files as has_partial_files
 from bigntk.store._paths import remove_partial_files as remove_partial_files
 from bigntk.store._reader import KernelStore as KernelStore
@@ -22,6 +26,7 @@ from bigntk.store._resume import differences as differences
 from bigntk.store._resume import probe_difference as probe_difference
 from bigntk.store._resume import probe_tolerance as probe_tolerance
 from bigntk.store._resume import why_not_resumable as why_not_resumable
+from bigntk.store._symmetric import SymmetricArray as SymmetricArray
 from bigntk.store._urls import forwarded_env as forwarded_env
 from bigntk.store._urls import is_url as is_url
 from bigntk.store._urls import protocol as protocol
@@ -37,8 +42,10 @@ __all__ = [
     "FORMAT_VERSION",
     "KernelStore",
     "Plan",
+    "READABLE_FORMATS",
     "ScanResult",
     "StoreWriter",
+    "SymmetricArray",
     "WriterLease",
     "check_not_foreign",
     "checksum",
@@ -48,6 +55,7 @@ __all__ = [
     "has_partial_files",
     "is_url",
     "lease_holder",
+    "mirror_lower_blocks",
     "mirror_permutation",
     "open_kernel",
     "probe_difference",

@@ -2,7 +2,8 @@
 
 Each worker returns, with a written block, the CRC-32 of the bytes it wrote
 for each kind: the block's values in the stored dtype, little-endian, C order,
-followed by its mirror's for an off-diagonal block of a symmetric build. The
+followed by its mirror's for an off-diagonal block of a format-1 symmetric build
+(format 2 stores no mirror). The
 driver records them next to the manifest, in arrays ``checksum_<kind>``
 (int64, the manifest's grid and chunks; ``-1``: none recorded), written
 before the manifest marks the block committed.
@@ -14,8 +15,15 @@ checked for missing chunks and NaN/inf, just not against a checksum.
 :func:`scan` rereads committed blocks and reports those whose chunk files are
 missing or unreadable, whose values differ from the recorded checksum, or that
 hold NaN/inf (and, asked, symmetric builds' blocks that are not exactly their
-mirror's transpose); :func:`uncommit` removes them from the manifest (and deletes
-their chunk files) so that a resumed build recomputes exactly those.
+mirror's transpose: format 1's off-diagonal blocks, every format's diagonal
+blocks); :func:`uncommit` removes them from the manifest (and deletes their
+chunk files) so that a resumed build recomputes exactly those.
+
+Format 2 stores also end every kernel chunk with a CRC32C (Zarr's ``crc32c``
+codec): a damaged chunk fails any read, here reported ``'unreadable'``. The
+per-block checksums stay: they tie what is on disk to what the worker computed
+(a chunk rewritten whole, with a valid CRC32C, by anything but the build still
+``'differs'``), and they cover format 1 stores, which have no codec.
 """
 
 from __future__ import annotations
@@ -160,14 +168,17 @@ def _chunk_exists(arr: Any, coords: tuple[int, ...]) -> bool:
     return bool(sync((arr.store_path / key).exists()))
 
 
-def _regions(store: Any, bi: int, bj: int) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
-    """``[(chunk coords, selection)]`` of a block and, if it has one, its mirror."""
+def _regions(
+    store: Any, bi: int, bj: int, mirrors: bool | None = None
+) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """``[(chunk coords, selection)]`` of a block and its mirror, if stored (or ``mirrors``)."""
     plan = store.plan
     (r0, r1), (c0, c1) = plan.rows(bi), plan.cols(bj)
     if plan.diagonal:
         return [((bi,), (slice(r0, r1),))]
     out = [((bi, bj), (slice(r0, r1), slice(c0, c1)))]
-    if plan.symmetric and bi != bj:
+    mirrors = store.mirrored if mirrors is None else mirrors
+    if mirrors and plan.symmetric and bi != bj:
         out.append(((bj, bi), (slice(c0, c1), slice(r0, r1))))
     return out
 
@@ -198,7 +209,8 @@ def check_block(
         if got != expected:
             detail = f"{kind} checksum {got:08x}, recorded {expected:08x}"
             return Problem((bi, bj), kind, "differs", detail)
-    if symmetry and store.plan.symmetric and not store.plan.diagonal:
+    square = store.plan.symmetric and not store.plan.diagonal
+    if symmetry and square and (bi == bj or len(parts) == 2):  # format 2: no mirror stored
         from bigntk.store._layout import mirror_permutation
 
         mirrored = np.transpose(parts[-1], mirror_permutation(store.dims))
@@ -226,7 +238,10 @@ def scan(store: Any, symmetry: bool = False) -> ScanResult:
 
 
 def uncommit(store: Any, blocks: np.ndarray) -> None:
-    """Remove ``blocks`` from the manifest and delete their chunk files (and mirrors')."""
+    """Remove ``blocks`` from the manifest and delete their chunk files (and mirrors').
+
+    Format 2 mirrors are deleted too, in case :func:`mirror_lower_blocks` wrote them.
+    """
     from zarr.core.sync import sync
 
     blocks = np.asarray(blocks, dtype=np.int64).reshape(-1, 2)
@@ -239,7 +254,7 @@ def uncommit(store: Any, blocks: np.ndarray) -> None:
     for kind in store.kinds:
         arr = store.array(kind)
         for bi, bj in blocks.tolist():
-            for coords, _ in _regions(store, bi, bj):
+            for coords, _ in _regions(store, bi, bj, mirrors=True):
                 key = arr.metadata.encode_chunk_key(coords + (0,) * (arr.ndim - len(coords)))
                 sync((arr.store_path / key).delete())
 

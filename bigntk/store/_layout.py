@@ -12,10 +12,22 @@ Layout::
 
 A block is a pair of block indices ``(bi, bj)``: rows ``bi*b : (bi+1)*b`` of
 x1 against rows ``bj*b : (bj+1)*b`` of x2, cropped at the edges. Symmetric
-builds (``x2=None``) compute only blocks with ``bi <= bj``; the mirror is
-written as the transpose. Diagonal builds (the batch axis is a diagonal axis)
-are row-blocked: blocks ``(bi, bi)`` only, each holding ``b`` numbers per
-output entry.
+builds (``x2=None``) compute only blocks with ``bi <= bj``. Diagonal builds
+(the batch axis is a diagonal axis) are row-blocked: blocks ``(bi, bi)`` only,
+each holding ``b`` numbers per output entry.
+
+Formats (``attrs["bigntk"]["format"]``):
+
+- **2** (new stores): a symmetric build stores each block once, ``bi <= bj``;
+  the chunks of the lower blocks stay absent (a raw Zarr or ``xarray.open_zarr``
+  reader sees NaN there). ``open_kernel`` serves a lower block as the transpose
+  (:func:`mirror_permutation`) of the stored upper one, so readers see an exactly
+  symmetric matrix; :func:`~bigntk.store.mirror_lower_blocks` writes them out
+  for readers that need every chunk on disk. Each kernel chunk ends with a
+  CRC32C (Zarr's ``crc32c`` codec), so any Zarr/Dask read of a damaged chunk fails.
+- **1**: a symmetric build also writes every off-diagonal block's mirror (the
+  transpose) as its own chunk; no codec. Still read, resumed (mirrors included)
+  and verified.
 
 The plan never materialises Python objects per block for the whole matrix:
 pending blocks come from a boolean mask of committed ones, with NumPy, so a
@@ -89,7 +101,8 @@ class Plan:
         return bj * self.block, min((bj + 1) * self.block, self.n2)
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what new stores are written in
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest"
 MANIFEST_CHUNK = 512
 SOLVE_FOLDER = "solve"  # bigntk.solve's checkpoints and results of this kernel (not Zarr)
@@ -110,3 +123,16 @@ def mirror_permutation(dims: list[str]) -> tuple[int, ...]:
             j = index[partner]
             perm[i], perm[j] = j, i
     return tuple(perm)
+
+
+def mirrors_on_disk(format_version: int, plan: Plan) -> bool:
+    """Whether a store of this format and plan holds the mirror of each off-diagonal block.
+
+    Only format 1 symmetric builds do; format 2 serves the mirrors from the upper blocks.
+    """
+    return format_version == 1 and plan.symmetric and not plan.diagonal
+
+
+def serves_mirrors(format_version: int, plan: Plan) -> bool:
+    """Whether a reader must build the lower blocks from the upper ones (format 2, symmetric)."""
+    return format_version >= 2 and plan.symmetric and not plan.diagonal

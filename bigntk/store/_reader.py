@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dask.array as da
 import numpy as np
 import zarr
+from dask.base import tokenize
 
 from bigntk.errors import IncompleteKernelError, NotAStoreError
 from bigntk.store._checksum import ChecksumTable
-from bigntk.store._layout import FORMAT_VERSION, MANIFEST, Plan, mirror_permutation
+from bigntk.store._layout import (
+    MANIFEST,
+    READABLE_FORMATS,
+    Plan,
+    mirror_permutation,
+    mirrors_on_disk,
+    serves_mirrors,
+)
 from bigntk.store._paths import is_local, lease_only, local_path, path_exists
+from bigntk.store._symmetric import SymmetricArray
 
 
 class KernelStore:
@@ -33,6 +44,9 @@ class KernelStore:
         self._arrays = {kind: group[kind] for kind in self.kinds}
         self._manifest = group[MANIFEST]
         self._mirror = mirror_permutation(self.dims)
+        self.format: int = int(meta["format"])
+        #: the mirrors of off-diagonal blocks are on disk (format 1 symmetric builds)
+        self.mirrored: bool = mirrors_on_disk(self.format, self.plan)
         self.checksums = ChecksumTable(group, self.kinds, self.plan.grid, self._manifest.chunks)
 
     # --- opening --------------------------------------------------------------------------
@@ -61,16 +75,27 @@ class KernelStore:
                 f"{path} is a Zarr group but not a bigntk kernel store (no 'bigntk' attributes)."
             )
         version = dict(group.attrs)["bigntk"].get("format")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMATS:
             raise NotAStoreError(
-                f"{path} is a bigntk store of format {version}; this bigntk reads format "
-                f"{FORMAT_VERSION}. Rebuild it, or open it with the bigntk version that made it."
+                f"{path} is a bigntk store of format {version}; this bigntk reads formats "
+                f"{READABLE_FORMATS}. Rebuild it, or open it with the bigntk version that made it."
             )
         return cls(group, path)
 
     # --- data -----------------------------------------------------------------------------
 
     def array(self, kind: str) -> zarr.Array:
+        """The stored Zarr array of ``kind`` (format 2 symmetric: lower blocks absent, NaN)."""
+        return self._arrays[kind]
+
+    def values(self, kind: str) -> zarr.Array | SymmetricArray:
+        """The kernel ``(n1, n2, *out)`` of ``kind``, every block (indexing reads it).
+
+        The stored array, or for a format 2 symmetric build a :class:`SymmetricArray`
+        serving the lower blocks as transposes of the stored upper ones.
+        """
+        if serves_mirrors(self.format, self.plan):
+            return SymmetricArray(self._arrays[kind], self.plan, self._mirror)
         return self._arrays[kind]
 
     def committed(self) -> np.ndarray:
@@ -82,7 +107,9 @@ class KernelStore:
         return dict(self.group.attrs)["bigntk"]
 
 
-def open_kernel(path: str, kind: str = "ntk", allow_incomplete: bool = False) -> da.Array:
+def open_kernel(
+    path: str, kind: str = "ntk", allow_incomplete: bool = False, xarray: bool = False
+) -> da.Array | Any:
     """Open a kernel built by :func:`bigntk.build_kernel` as a Dask array.
 
     Args:
@@ -90,10 +117,17 @@ def open_kernel(path: str, kind: str = "ntk", allow_incomplete: bool = False) ->
         kind: ``'ntk'`` or ``'nngp'`` (one of the kinds that were built).
         allow_incomplete: open a build with missing blocks (their entries are NaN)
             instead of raising.
+        xarray: return an ``xarray.DataArray`` (dims ``x1, x2, out...``) around the
+            Dask array (needs ``xarray`` installed).
 
     Returns:
-        A lazy array of shape ``(n1, n2, *out)`` (diagonal builds ``(n1, *out)``),
-        one Dask chunk per block; nothing is read until computed.
+        A lazy array (``xarray``: an ``xarray.DataArray`` around it) of shape
+        ``(n1, n2, *out)`` (diagonal builds ``(n1, *out)``), one Dask chunk per block;
+        nothing is read until computed. A symmetric build (format 2) stores only the
+        blocks ``bi <= bj``: each lower chunk is read as the transpose of its stored
+        mirror, so the array is exactly symmetric. (``xarray.open_zarr`` or a raw
+        Zarr read of such a store sees NaN in the lower blocks;
+        :func:`bigntk.store.mirror_lower_blocks` writes them out for such readers.)
 
     Raises:
         IncompleteKernelError: blocks are missing and ``allow_incomplete`` is False.
@@ -110,4 +144,22 @@ def open_kernel(path: str, kind: str = "ntk", allow_incomplete: bool = False) ->
             "by running the same build again, or pass allow_incomplete=True to read it with "
             "NaN for the missing entries."
         )
-    return da.from_zarr(store.array(kind))
+    values = store.values(kind)
+    if isinstance(values, SymmetricArray):
+        name = f"bigntk-{kind}-{tokenize(store.path, store.spec_hash, kind)}"
+        array = da.from_array(values, chunks=values.chunks, name=name, asarray=False)
+    else:
+        array = da.from_zarr(values)
+    return _as_xarray(array, store.dims) if xarray else array
+
+
+def _as_xarray(array: da.Array, dims: list[str]) -> Any:
+    try:
+        import xarray
+    except ImportError:
+        raise ImportError(
+            "open_kernel(..., xarray=True) needs the xarray package, which is not installed; "
+            "install it (pip install xarray), or call open_kernel without xarray=True for "
+            "the Dask array."
+        ) from None
+    return xarray.DataArray(array, dims=dims)

@@ -1,6 +1,6 @@
 """Writing a kernel store: creating it, resuming it, writing blocks, committing them.
 
-Commit protocol: a worker writes every chunk of a block (and of its mirror),
+Commit protocol: a worker writes every chunk of a block (and, format 1, of its mirror),
 then the driver — and only the driver — marks it in the manifest. A crash in
 between costs that block a recomputation, never a wrong value. Manifest
 commits are batched and rewrite only the manifest chunks that changed.
@@ -24,6 +24,7 @@ from bigntk.store._layout import (
     LEASE_KEY,
     MANIFEST,
     MANIFEST_CHUNK,
+    READABLE_FORMATS,
     SOLVE_FOLDER,
     Plan,
 )
@@ -63,6 +64,7 @@ class StoreWriter(KernelStore):
         overwrite: bool = False,
         versions: dict | None = None,
         probe: dict | None = None,
+        format_version: int = FORMAT_VERSION,
     ) -> tuple[StoreWriter, bool]:
         """Create the store, or reopen one made by the same computation.
 
@@ -70,7 +72,9 @@ class StoreWriter(KernelStore):
         (the same spec and an agreeing probe, or a recorded JAX upgrade). With
         ``overwrite``, a bigntk store made by another computation is replaced;
         the writer lease held at its path survives the replacement. Only a
-        bigntk store is ever replaced.
+        bigntk store is ever replaced. A resumed store keeps its format;
+        ``format_version`` (1 or 2) is that of a new store (1: for tests and
+        compatibility only).
 
         Returns:
             ``(store, resumed)``.
@@ -92,12 +96,14 @@ class StoreWriter(KernelStore):
             if not overwrite:
                 raise SpecMismatchError(why)
             _remove_store(store)
-        return cls._create(path, spec, digest, versions, probe), False
+        return cls._create(path, spec, digest, versions, probe, format_version), False
 
     @classmethod
     def _create(
-        cls, path: str, spec: dict, digest: str, versions: dict, probe: dict | None
+        cls, path: str, spec: dict, digest: str, versions: dict, probe: dict | None, version: int
     ) -> StoreWriter:
+        if version not in READABLE_FORMATS:
+            raise ValueError(f"format_version must be one of {READABLE_FORMATS}, got {version}.")
         layout = spec["layout"]
         plan = Plan(
             layout["n1"], layout["n2"], layout["block"], layout["symmetric"], layout["diagonal"]
@@ -115,7 +121,7 @@ class StoreWriter(KernelStore):
                 dtype=layout["dtype"],
                 fill_value=float("nan"),
                 dimension_names=layout["dims"],
-                compressors=None,
+                compressors=chunk_codecs(version),
             )
         grid = plan.grid
         group.create_array(
@@ -128,7 +134,7 @@ class StoreWriter(KernelStore):
         )
         ChecksumTable.create(group, spec["kinds"], grid, group[MANIFEST].chunks)
         group.attrs["bigntk"] = {
-            "format": FORMAT_VERSION,
+            "format": version,
             "spec": spec,
             "spec_hash": digest,
             "versions": versions,
@@ -138,7 +144,7 @@ class StoreWriter(KernelStore):
         return cls(group, path)
 
     def write_block(self, bi: int, bj: int, values: dict[str, np.ndarray]) -> dict[str, int]:
-        """Write one computed block (cropped) of every kind, and its mirror if symmetric.
+        """Write one computed block (cropped) of every kind (format 1 symmetric: and its mirror).
 
         Returns the CRC-32 of what was written, per kind (see ``_checksum``).
         """
@@ -153,7 +159,7 @@ class StoreWriter(KernelStore):
                 continue
             arr[r0:r1, c0:c1] = block
             parts = [block]
-            if self.plan.symmetric and bi != bj:
+            if self.mirrored and bi != bj:
                 parts.append(np.transpose(block, self._mirror))
                 arr[c0:c1, r0:r1] = parts[1]
             sums[kind] = checksum(*parts, dtype=arr.dtype)
@@ -190,6 +196,15 @@ class StoreWriter(KernelStore):
             else:
                 meta[key] = value
         self.group.attrs["bigntk"] = meta
+
+
+def chunk_codecs(version: int) -> list:
+    """The bytes-to-bytes codecs of a kernel array: format 2 ends each chunk with a CRC32C."""
+    if version < 2:
+        return []
+    from zarr.codecs import Crc32cCodec
+
+    return [Crc32cCodec()]
 
 
 def _store_exists(path: str) -> bool:

@@ -1,0 +1,139 @@
+"""The full symmetric kernel of a format-2 store, whose lower blocks are not on disk.
+
+:class:`SymmetricArray` is a NumPy-style array-like over the stored Zarr array:
+indexing it reads the upper blocks as they are and serves each lower block
+``(bi, bj)``, ``bi > bj``, as the transpose (:func:`mirror_permutation`) of the
+stored block ``(bj, bi)``. Dask wraps it (``da.from_array``, one chunk per
+block, each chunk read from exactly one stored chunk), and :func:`mirror_lower_blocks`
+writes the lower blocks out for readers that need every chunk on disk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bigntk.store._layout import Plan
+
+
+class SymmetricArray:
+    """``(n, n, *out)``: the stored array with its lower blocks served from the upper ones.
+
+    Args:
+        array: the stored Zarr array (upper blocks and the diagonal on disk).
+        plan: the store's symmetric plan.
+        perm: :func:`mirror_permutation` of the store's dims.
+
+    Supports basic indexing (ints, slices with any step, ``...``) and
+    ``oindex[rows, cols]`` with integer arrays on the first two axes.
+    """
+
+    def __init__(self, array: Any, plan: Plan, perm: tuple[int, ...]):
+        self.array, self.plan, self.perm = array, plan, tuple(perm)
+        self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+        self.chunks = tuple(array.chunks)
+        self.oindex = _OIndex(self)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        bounds, steps, drop = _normalize(key, self.shape)
+        rows, cols = np.arange(*bounds[0]), np.arange(*bounds[1])
+        out = self._read(rows, cols, tuple(slice(*b) for b in bounds[2:]))
+        out = out[tuple(slice(None, None, s) for s in steps)]
+        return out[tuple(0 if d else slice(None) for d in drop)]
+
+    def _read(self, rows: np.ndarray, cols: np.ndarray, rest: tuple[slice, ...]) -> np.ndarray:
+        """Rows ``rows`` and columns ``cols`` (sorted runs), the output axes by ``rest``."""
+        b = self.plan.block
+        if len(rows) and rows[0] // b == rows[-1] // b and cols[0] // b == cols[-1] // b:
+            return self._piece(rows, cols, rest, rows[0] // b > cols[0] // b)  # one block: no copy
+        out = np.empty((len(rows), len(cols), *_lengths(rest, self.shape[2:])), self.dtype)
+        for bi in np.unique(rows // b).tolist():
+            ri = np.flatnonzero(rows // b == bi)
+            for bj in np.unique(cols // b).tolist():
+                ci = np.flatnonzero(cols // b == bj)
+                out[ri[:, None], ci] = self._piece(rows[ri], cols[ci], rest, bi > bj)
+        return out
+
+    def _piece(self, r: np.ndarray, c: np.ndarray, rest: tuple, lower: bool) -> np.ndarray:
+        """Rows ``r`` x columns ``c`` of one block; a lower block read as its mirror's transpose."""
+        if not lower:
+            return _take(self.array, r, c, rest)
+        swapped = tuple(rest[self.perm[a] - 2] for a in range(2, self.ndim))
+        return np.transpose(_take(self.array, c, r, swapped), self.perm)
+
+
+class _OIndex:
+    """``oindex[rows, cols, *rest]``: integer arrays (or slices) on the two batch axes."""
+
+    def __init__(self, parent: SymmetricArray):
+        self.parent = parent
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        p = self.parent
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (p.ndim - len(key))
+        lead = [np.arange(n)[k] for k, n in zip(key[:2], p.shape[:2], strict=True)]
+        rows, cols = (np.atleast_1d(a).astype(np.int64) for a in lead)
+        rest = key[2:]
+        if not all(isinstance(k, slice) and k.step in (None, 1) for k in rest):
+            raise IndexError(f"oindex takes slices of step 1 on the output axes, got {rest}.")
+        rest = tuple(slice(*k.indices(n)[:2]) for k, n in zip(rest, p.shape[2:], strict=True))
+        order_r, order_c = np.argsort(rows, kind="stable"), np.argsort(cols, kind="stable")
+        got = p._read(rows[order_r], cols[order_c], rest)
+        out = np.empty_like(got)
+        out[np.ix_(order_r, order_c)] = got
+        return out[tuple(0 if np.ndim(a) == 0 else slice(None) for a in lead)]
+
+
+def _take(array: Any, r: np.ndarray, c: np.ndarray, rest: tuple) -> np.ndarray:
+    """``array[r, c, *rest]``: one slice read when ``r`` and ``c`` are runs, else ``oindex``."""
+    if _is_run(r) and _is_run(c):
+        return np.asarray(array[(slice(r[0], r[-1] + 1), slice(c[0], c[-1] + 1), *rest)])
+    return np.asarray(array.oindex[(r, c, *rest)])
+
+
+def _is_run(i: np.ndarray) -> bool:
+    return len(i) > 0 and int(i[-1]) - int(i[0]) + 1 == len(i) and bool((np.diff(i) == 1).all())
+
+
+def _lengths(rest: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(len(range(*k.indices(n))) for k, n in zip(rest, shape, strict=True))
+
+
+def _normalize(key: Any, shape: tuple[int, ...]) -> tuple[list, list, list]:
+    """Basic index -> per axis ``(start, stop)`` of step 1, the step to apply, whether to drop."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        at = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:at] + (slice(None),) * (len(shape) - len(key) + 1) + key[at + 1 :]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices: {len(key)} for an array of {len(shape)} axes.")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    bounds, steps, drop = [], [], []
+    for k, n in zip(key, shape, strict=True):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step < 0:
+                raise IndexError(f"negative steps are not supported, got {k}.")
+            stop = max(start, stop)
+            bounds.append((start, stop))
+            steps.append(step)
+            drop.append(False)
+            continue
+        i = int(k) + (n if int(k) < 0 else 0)
+        if not 0 <= i < n:
+            raise IndexError(f"index {k} is out of bounds for an axis of size {n}.")
+        bounds.append((i, i + 1))
+        steps.append(1)
+        drop.append(True)
+    return bounds, steps, drop
