@@ -7,7 +7,6 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import zarr
-from dask.base import tokenize
 
 from bigntk.errors import IncompleteKernelError, NotAStoreError
 from bigntk.store._checksum import ChecksumTable
@@ -20,7 +19,7 @@ from bigntk.store._layout import (
     serves_mirrors,
 )
 from bigntk.store._paths import is_local, lease_only, local_path, path_exists
-from bigntk.store._symmetric import SymmetricArray
+from bigntk.store._symmetric import SymmetricArray, symmetric_dask
 
 
 class KernelStore:
@@ -144,12 +143,10 @@ def open_kernel(
             "by running the same build again, or pass allow_incomplete=True to read it with "
             "NaN for the missing entries."
         )
-    values = store.values(kind)
-    if isinstance(values, SymmetricArray):
-        name = f"bigntk-{kind}-{tokenize(store.path, store.spec_hash, kind)}"
-        array = da.from_array(values, chunks=values.chunks, name=name, asarray=False)
+    if serves_mirrors(store.format, store.plan):
+        array = symmetric_dask(store.array(kind), store.plan, store._mirror)
     else:
-        array = da.from_zarr(values)
+        array = da.from_zarr(store.array(kind))
     return _as_xarray(array, store.dims) if xarray else array
 
 
