@@ -10,9 +10,9 @@ from bigntk.build._compute import BlockKernel as BlockKernel
 from bigntk.build._data import MemorySource as MemorySource
 from bigntk.build._data import Source as Source
 from bigntk.build._data import as_source as as_source
+from bigntk.build._describe import plan_layout as plan_layout
+from bigntk.build._describe import resolve_vmap_axes as resolve_vmap_axes
 from bigntk.build._driver import build_kernel as build_kernel
-from bigntk.build._driver import plan_layout as plan_layout
-from bigntk.build._driver import resolve_vmap_axes as resolve_vmap_axes
 from bigntk.build._resources import WorkerResources as WorkerResources
 from bigntk.build._scheduler import BuildResult as BuildResult
 from bigntk.build._spec import KINDS as KINDS

@@ -9,7 +9,7 @@ The block's x1 rows are split over the devices of a ``jax.sharding.Mesh``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -21,6 +21,9 @@ from bigntk.empirical import (
     compile_by_rule,
     empirical_kernel_fn,
 )
+
+if TYPE_CHECKING:
+    from bigntk.build._settings import KernelSettings
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -144,6 +147,16 @@ class BlockKernel:
             if len(devices) == 1
             else None
         )
+
+    @classmethod
+    def from_settings(
+        cls, f: Callable, params: Any, kwargs: dict, settings: KernelSettings,
+        devices: Sequence[Any] | None = None,
+    ) -> BlockKernel:  # fmt: skip
+        """The block kernel of a build's :class:`~bigntk.build._settings.KernelSettings`."""
+        return cls(f, params, settings.kinds, settings.trace_axes, settings.diagonal_axes,
+                   settings.vmap_axes, settings.implementation, settings.block, kwargs=kwargs,
+                   diagonal=settings.diagonal, devices=devices)  # fmt: skip
 
     def out_info(self, feature_shape: tuple[int, ...], dtype: Any) -> dict[str, Any]:
         """``{kind: ShapeDtypeStruct}`` of one padded block."""

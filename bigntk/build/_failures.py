@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from bigntk.errors import BlockFailedError, StoreFullError, WorkerStartError
-
-logger = logging.getLogger(__name__)
+from bigntk.errors import BlockFailedError, StoreFullError
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _MARKS = ("No space left on device", "Disk quota exceeded", "File too large")
@@ -108,32 +105,3 @@ def store_full_errors(path: str) -> Iterator[None]:
             f"{path}: the store's disk is full ({mark}; {block}); {_committed(path)}. Free "
             "space (or raise the quota) and run the same build again to resume.",
         ) from e
-
-
-def start_workers(new_actor: Callable[[], Any], count: int, tries: int = 3) -> tuple[list, list]:
-    """Start ``count`` worker actors and wait until each is ready: ``(actors, infos)``.
-
-    A worker that dies while starting (killed, out of memory) is replaced, up
-    to ``tries`` times per worker; then :class:`~bigntk.errors.WorkerStartError`.
-    """
-    import ray
-
-    actors = [new_actor() for _ in range(count)]
-    infos: list = [None] * count
-    for attempt in range(tries):
-        for i, ref in [(i, actors[i].info.remote()) for i in range(count) if infos[i] is None]:
-            try:
-                infos[i] = ray.get(ref)
-            except ray.exceptions.RayActorError as e:
-                if attempt == tries - 1:
-                    raise WorkerStartError(
-                        f"A worker died while starting, {tries} times: {error_summary(e)}. "
-                        "Check the workers' memory and logs (Ray's session logs), then run "
-                        "the same build again to resume."
-                    ) from e
-                logger.warning("A worker died while starting (%s); starting another.", e)
-                ray.kill(actors[i])
-                actors[i] = new_actor()
-        if all(info is not None for info in infos):
-            break
-    return actors, infos

@@ -1,9 +1,10 @@
 """Running a build's pending blocks on Ray worker actors, and what the run did.
 
-:func:`run_blocks` starts the worker actors, keeps a bounded number of blocks
-in flight (``ray.wait``), retries failed blocks, replaces dead actors, records
-finished blocks in the store's manifest in batches, shows progress (blocks,
-entries/s) and returns a :class:`BuildResult`.
+:func:`run_blocks` starts the worker actors (a :class:`~bigntk.build._pool.WorkerPool`,
+which also holds the retry policy: dead actors replaced, deaths and failures
+counted per block), keeps a bounded number of blocks in flight (``ray.wait``),
+records finished blocks in the store's manifest in batches, shows progress
+(blocks, entries/s) and returns a :class:`BuildResult`.
 """
 
 from __future__ import annotations
@@ -15,22 +16,24 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 
-from bigntk.build._data import MemorySource
-from bigntk.build._failures import death_cause, error_summary, start_workers
+from bigntk.build._data import MemorySource, Source
+from bigntk.build._pool import WorkerPool
+from bigntk.build._resources import Placement
+from bigntk.build._settings import KernelSettings
 from bigntk.build._worker import BlockWorker
-from bigntk.empirical import NtkImplementation, as_implementation
+from bigntk.empirical import NtkImplementation
 from bigntk.errors import BlockFailedError
-from bigntk.store import forwarded_env, source_urls
+from bigntk.store import StoreWriter, forwarded_env, source_urls
 
 logger = logging.getLogger(__name__)
 
 _COMMIT_EVERY_S = 0.5
-_MAX_RETRIES = 2
 
 
 @dataclasses.dataclass
@@ -78,10 +81,17 @@ def _worker_env() -> dict[str, str]:
 
 
 def run_blocks(
-    store, model, settings, s1, s2, workers, placement, progress, ray_start_s, max_deaths=3
+    store: StoreWriter,
+    model: tuple,
+    settings: KernelSettings,
+    sources: tuple[Source, Source | None],
+    placement: Placement,
+    *,
+    progress: bool,
+    ray_start_s: float,
+    max_deaths: int = 3,
 ) -> BuildResult:
     """Compute and commit the blocks ``store`` lacks; ``model`` is ``(f, params, kwargs)``."""
-    import ray
     from tqdm.auto import tqdm
 
     plan = store.plan
@@ -95,50 +105,58 @@ def run_blocks(
     computed = entries = 0
     workers_start_s = 0.0
     if pending:
-        sources = [s.for_workers() if isinstance(s, MemorySource) else s for s in (s1, s2)]
-        model_ref = ray.put(model)
-        actor_cls = ray.remote(BlockWorker).options(
-            **placement.options,
-            runtime_env={"env_vars": {**_worker_env(), **placement.env,
-                                      **forwarded_env([store.path, *source_urls(s1, s2)])}},
-        )  # fmt: skip
-
-        def actor(with_settings: dict):
-            return actor_cls.remote([model_ref], with_settings, store.path, *sources)
-
-        settings = _resolve_auto(store, settings, actor, pending[0])
-        new_actor = functools.partial(actor, settings)
-        actors, infos = start_workers(new_actor, min(workers, len(pending)))  # all ready
-        workers_start_s = time.perf_counter() - start
-        computed, entries = _schedule(store, plan, done, pending, actors, new_actor, bar, skipped,
-                                      max_deaths)  # fmt: skip
-        store.update_meta(
-            timings={
-                "last_run_s": time.perf_counter() - start,
-                "workers_start_s": workers_start_s,
-                "workers": infos,
-                "device_kinds": sorted({str(i.get("device_kind")) for i in infos}),
-                "placement": placement.summary(),
-            }
-        )
-        for actor in actors:
-            ray.kill(actor)
+        new_actor = _actor_factory(store, model, sources, placement)
+        settings = _resolve_auto(store, settings, new_actor, pending[0])
+        kept = lambda: f"the {int(done.sum())} committed blocks are kept in {store.path}"  # noqa: E731
+        pool = WorkerPool(functools.partial(new_actor, settings), max_deaths, kept)
+        try:
+            infos = pool.start(min(placement.workers, len(pending)))  # all ready
+            workers_start_s = time.perf_counter() - start
+            schedule = _Schedule(store, done, pending, pool, bar, skipped)
+            computed, entries = schedule.run()
+            store.update_meta(
+                timings={
+                    "last_run_s": time.perf_counter() - start,
+                    "workers_start_s": workers_start_s,
+                    "workers": infos,
+                    "device_kinds": sorted({str(i.get("device_kind")) for i in infos}),
+                    "placement": placement.summary(),
+                }
+            )
+        finally:
+            pool.close()
     bar.close()
-    result = BuildResult(
-        path=store.path,
-        total=plan.num_blocks,
-        computed=computed,
-        skipped=skipped,
-        wall_s=time.perf_counter() - start,
-        ray_start_s=ray_start_s,
-        workers_start_s=workers_start_s,
-        entries=entries,
-    )
+    wall_s = time.perf_counter() - start
+    result = BuildResult(store.path, plan.num_blocks, computed, skipped, wall_s, ray_start_s,
+                         workers_start_s, entries)  # fmt: skip
     (tqdm.write if show else logger.info)(result.summary())
     return result
 
 
-def _resolve_auto(store, settings: dict, actor, block: tuple[int, int]) -> dict:
+def _actor_factory(
+    store: StoreWriter, model: tuple, sources: tuple, placement: Placement
+) -> Callable[[KernelSettings], Any]:
+    """``settings -> actor``: a new :class:`BlockWorker` actor of this build, placed as planned."""
+    import ray
+
+    s1, s2 = sources
+    sources = tuple(s.for_workers() if isinstance(s, MemorySource) else s for s in sources)
+    model_ref = ray.put(model)
+    actor_cls = ray.remote(BlockWorker).options(
+        **placement.options,
+        runtime_env={"env_vars": {**_worker_env(), **placement.env,
+                                  **forwarded_env([store.path, *source_urls(s1, s2)])}},
+    )  # fmt: skip
+
+    def new_actor(settings: KernelSettings) -> Any:
+        return actor_cls.remote([model_ref], settings, store.path, *sources)
+
+    return new_actor
+
+
+def _resolve_auto(
+    store: StoreWriter, settings: KernelSettings, new_actor: Callable, block: tuple[int, int]
+) -> KernelSettings:
     """Settings with AUTO replaced by one implementation for the whole build.
 
     Timings vary between runs, so AUTO is decided once per store: by one worker,
@@ -147,27 +165,16 @@ def _resolve_auto(store, settings: dict, actor, block: tuple[int, int]) -> dict:
     is therefore computed by the same implementation, and a resumed build equals
     an uninterrupted one bit for bit.
     """
-    import ray
-
-    if as_implementation(settings["implementation"]) != NtkImplementation.AUTO:
+    if not settings.auto:
         return settings
     chosen = store.meta.get("auto_implementation")
-    attempt = 0
-    while chosen is None:
-        probe = actor(settings)
-        try:
-            chosen = ray.get(probe.choose.remote(*map(int, block)))
-        except ray.exceptions.RayActorError:  # killed while timing: another worker decides
-            if attempt == _MAX_RETRIES:
-                raise
-            attempt += 1
-            logger.warning("The worker timing AUTO's candidates died; trying another one.")
-            continue
-        finally:
-            ray.kill(probe)
+    if chosen is None:
+        probe = WorkerPool(functools.partial(new_actor, settings))
+        chosen = probe.ask_once("choose", *map(int, block), warning="The worker timing AUTO's "
+                                "candidates died (%s); trying another one.")  # fmt: skip
         store.update_meta(auto_implementation=chosen)
         logger.info("AUTO chose %s for this build.", NtkImplementation(chosen).name)
-    return {**settings, "implementation": int(chosen)}
+    return settings.decided(chosen)
 
 
 def _entries(plan, block: tuple[int, int]) -> int:
@@ -179,86 +186,123 @@ def _entries(plan, block: tuple[int, int]) -> int:
     return (r1 - r0) * (c1 - c0) * (2 if mirrored else 1)
 
 
-def _schedule(
-    store, plan, done, pending, actors, new_actor, bar, skipped, max_deaths
-) -> tuple[int, int]:
-    """Run the pending blocks on ``actors``, replacing dead ones with ``new_actor()``.
+@dataclasses.dataclass
+class _Task:
+    """A block submitted to a worker: ``actor``, then in ``slot`` of the pool (it may
+    since have been replaced), was the ``order``-th submission of the run; ``alone``:
+    the only task its actor was given (a suspect of an earlier death)."""
 
-    A block whose worker dies ``max_deaths`` times (its process killed, out of
-    memory, crashed) stops the build; a block that keeps killing its worker
-    would otherwise loop forever. An actor runs one task at a time, so a death
-    is counted against the oldest block in flight on it (the one running);
-    the blocks queued behind it are only requeued.
+    block: tuple[int, int]
+    slot: int
+    actor: Any
+    order: int
+    alone: bool = False
+
+
+class _Schedule:
+    """The pending blocks run on a pool's actors, a bounded number in flight.
+
+    Results are recorded in ``done`` and committed to the store's manifest in
+    batches. A block whose task raised is requeued until the pool's failure
+    count stops the build. A dead actor is replaced and its blocks requeued;
+    its death is counted against its block if it had one in flight, else its
+    blocks become suspects, each rerun alone on an idle actor so that a block
+    that kills its worker is named for sure. On
+    :class:`~bigntk.errors.BlockFailedError` what is done is committed first.
     """
-    import ray
 
-    in_flight: dict[Any, tuple[tuple[int, int], int, Any, int, int]] = {}
-    load = [0] * len(actors)
-    tries: dict[tuple[int, int], int] = {}
-    deaths: dict[tuple[int, int], int] = {}
-    submitted = 0
-    to_commit: list[tuple[int, int]] = []
-    last_commit = time.perf_counter()
-    computed = entries = 0
-    limit = 2 * len(actors)
-    while pending or in_flight:
-        while pending and len(in_flight) < limit:
-            block = pending.popleft()
-            a = int(np.argmin(load))
-            ref = actors[a].compute.remote(*map(int, block))
-            in_flight[ref] = (block, a, actors[a], tries.get(block, 0), submitted)
-            submitted += 1
-            load[a] += 1
-        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-        for ref in ready:
-            block, a, handle, attempt, order = in_flight.pop(ref)
-            load[a] -= 1
-            try:
-                stats = ray.get(ref)
-            except ray.exceptions.RayActorError as e:
-                pending.appendleft(block)
-                if actors[a] is not handle:  # a later task of an actor already replaced
-                    continue
-                ray.kill(handle)
-                actors[a] = new_actor()
-                running = min([(order, block)] + [(v[4], v[0]) for v in in_flight.values()
-                                                  if v[2] is handle])[1]  # fmt: skip
-                deaths[running] = deaths.get(running, 0) + 1
-                if deaths[running] >= max_deaths:
-                    store.commit(np.array(to_commit).reshape(-1, 2), done)
-                    raise BlockFailedError(
-                        f"Block {tuple(map(int, running))} killed its worker {deaths[running]} "
-                        f"times ({death_cause(e)}); the {int(done.sum())} committed blocks are "
-                        f"kept in {store.path}. A block that kills its process usually runs it "
-                        "out of memory: use a smaller block_size (or workers with more memory), "
-                        "then run the same build again to resume."
-                    ) from e
-                logger.warning(
-                    "A worker died while computing block %s (%s); recomputing it.",
-                    running, death_cause(e),
-                )  # fmt: skip
-                continue
-            except ray.exceptions.RayTaskError as e:
-                if attempt >= _MAX_RETRIES:
-                    store.commit(np.array(to_commit).reshape(-1, 2), done)
-                    raise BlockFailedError(
-                        f"Block {tuple(map(int, block))} failed {attempt + 1} times; the "
-                        f"{int(done.sum())} committed blocks are kept in {store.path}. Last "
-                        f"error: {error_summary(e)}"
-                    ) from e
-                tries[block] = attempt + 1
-                pending.append(block)
-                continue
-            done[block] = True
-            store.checksums.record(block, stats.get("checksums"))
-            to_commit.append(block)
-            computed += 1
-            entries += _entries(plan, block)
-            bar.update(1)
-        if to_commit and (time.perf_counter() - last_commit > _COMMIT_EVERY_S or not in_flight):
-            store.commit(np.array(to_commit), done)
-            to_commit.clear()
-            last_commit = time.perf_counter()
-            rate = entries / max(bar.format_dict["elapsed"], 1e-9)
-            bar.set_postfix_str(f"{rate:,.0f} entries/s, {skipped} resumed")
-    return computed, entries
+    def __init__(self, store, done: np.ndarray, pending: deque, pool: WorkerPool, bar, skipped):
+        self.store, self.plan, self.done, self.pending = store, store.plan, done, pending
+        self.pool, self.bar, self.skipped = pool, bar, skipped
+        self.in_flight: dict[Any, _Task] = {}
+        self.load = [0] * len(pool.actors)
+        self.limit = 2 * len(pool.actors)
+        self.suspects: set[tuple[int, int]] = set()
+        self.submitted = 0
+        self.to_commit: list[tuple[int, int]] = []
+        self.last_commit = time.perf_counter()
+        self.computed = self.entries = 0
+
+    def run(self) -> tuple[int, int]:
+        """Run every pending block: ``(blocks computed, kernel entries computed)``."""
+        import ray
+
+        try:
+            while self.pending or self.in_flight:
+                self._submit()
+                ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    self._collect(ref)
+                self._commit_if_due()
+        except BlockFailedError:
+            self.store.commit(np.array(self.to_commit).reshape(-1, 2), self.done)
+            raise
+        return self.computed, self.entries
+
+    def _submit(self) -> None:
+        """Pending blocks to the least loaded actors, up to the in-flight limit."""
+        while self.pending and len(self.in_flight) < self.limit:
+            block = self.pending[0]
+            alone = block in self.suspects
+            slot = self._slot(alone)
+            if slot is None:  # a suspect waits for an idle actor
+                return
+            self.pending.popleft()
+            actor = self.pool.actors[slot]
+            ref = actor.compute.remote(*map(int, block))
+            self.in_flight[ref] = _Task(block, slot, actor, self.submitted, alone)
+            self.submitted += 1
+            self.load[slot] += 1
+
+    def _slot(self, alone: bool) -> int | None:
+        """The least loaded actor's slot (``alone``: an idle one), None if none fits."""
+        busy = {t.slot for t in self.in_flight.values() if t.alone}
+        free = [i for i in range(len(self.load)) if i not in busy]
+        if alone:
+            free = [i for i in free if self.load[i] == 0]
+        return min(free, key=self.load.__getitem__) if free else None
+
+    def _collect(self, ref: Any) -> None:
+        """One finished task: record its block, or requeue it, or stop the build."""
+        import ray
+
+        task = self.in_flight.pop(ref)
+        self.load[task.slot] -= 1
+        try:
+            stats = ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            self._lost(task, e)
+        except ray.exceptions.RayTaskError as e:
+            self.pool.count_failure(task.block, e)  # raises after the last retry
+            self.pending.append(task.block)
+        else:
+            self.suspects.discard(task.block)
+            self.done[task.block] = True
+            self.store.checksums.record(task.block, stats.get("checksums"))
+            self.to_commit.append(task.block)
+            self.computed += 1
+            self.entries += _entries(self.plan, task.block)
+            self.bar.update(1)
+
+    def _lost(self, task: _Task, error: BaseException) -> None:
+        """``task``'s actor died: requeue its block; replace the actor, counting the death."""
+        self.pending.appendleft(task.block)
+        if not self.pool.holds(task.slot, task.actor):  # a later task of an actor replaced
+            return
+        self.pool.replace(task.slot)
+        on_it = [t for t in self.in_flight.values() if t.actor is task.actor]
+        blocks = [t.block for t in sorted([task, *on_it], key=lambda t: t.order)]
+        if len(blocks) > 1:
+            self.suspects.update(blocks)
+        self.pool.count_death(blocks, error)  # raises after max_deaths
+
+    def _commit_if_due(self) -> None:
+        """Commit finished blocks every ``_COMMIT_EVERY_S`` seconds, and when none is in flight."""
+        late = time.perf_counter() - self.last_commit > _COMMIT_EVERY_S
+        if not self.to_commit or not (late or not self.in_flight):
+            return
+        self.store.commit(np.array(self.to_commit), self.done)
+        self.to_commit.clear()
+        self.last_commit = time.perf_counter()
+        rate = self.entries / max(self.bar.format_dict["elapsed"], 1e-9)
+        self.bar.set_postfix_str(f"{rate:,.0f} entries/s, {self.skipped} resumed")

@@ -156,18 +156,20 @@ def check_config(
     """Whether the store holds the computation this config describes.
 
     The spec and the probe are made here exactly as the build makes them
-    (:func:`bigntk.build._driver.describe_build`, with the store's block size);
+    (:func:`bigntk.build._describe.describe_build`, with the store's block size);
     ``data_fingerprint`` is how the build hashed the inputs.
     """
-    from bigntk.build._driver import describe_build
+    from bigntk.build._describe import describe_build
 
     data = (
         x1.scan(None, data_fingerprint),
         None if x2 is None else x2.scan(None, data_fingerprint),
     )
     spec, _, probe = describe_build(
-        f, params, {}, x1, x2, kernel["kinds"], kernel["trace_axes"], kernel["diagonal_axes"],
-        kernel["vmap_axes"], kernel["implementation"], store.spec["layout"]["block"], 1, data,
+        (f, params, {}), x1, x2, data, kinds=kernel["kinds"], trace_axes=kernel["trace_axes"],
+        diagonal_axes=kernel["diagonal_axes"], vmap_axes=kernel["vmap_axes"],
+        implementation=kernel["implementation"], block_size=store.spec["layout"]["block"],
+        devices=1,
     )  # fmt: skip
     differ = differences(store.spec, spec)
     if differ:

@@ -16,6 +16,7 @@ import jax
 
 from bigntk.build._compute import BlockKernel
 from bigntk.build._data import Source
+from bigntk.build._settings import KernelSettings
 from bigntk.store import StoreWriter
 
 
@@ -25,19 +26,21 @@ class BlockWorker:
     Args:
         model: ``(f, params, kwargs)``, or a one-element list holding a Ray
             reference to it (fetched here, so that Ray can restart the actor).
-        settings: kernel settings passed to :class:`BlockKernel`.
+        settings: the build's kernel settings.
         path: the store's path.
         x1, x2: data sources (``x2`` None for symmetric builds).
     """
 
-    def __init__(self, model: tuple, settings: dict, path: str, x1: Source, x2: Source | None):
+    def __init__(
+        self, model: tuple, settings: KernelSettings, path: str, x1: Source, x2: Source | None
+    ):
         start = time.perf_counter()
         if isinstance(model, list):
             import ray
 
             model = ray.get(model[0])
         f, params, kwargs = model
-        self.kernel = BlockKernel(f, params, kwargs=kwargs, **settings)
+        self.kernel = BlockKernel.from_settings(f, params, kwargs, settings)
         self.store = StoreWriter.open(path)
         self.x1, self.x2 = x1, x2 if x2 is not None else x1
         self.plan = self.store.plan
