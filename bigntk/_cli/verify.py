@@ -3,7 +3,7 @@
 ``STORE`` (a path or URL that is not a ``.yaml``/``.yml`` file) gets every
 check the store alone allows; ``CONFIG`` also gets the config compared with
 the store's fingerprints and sampled entries recomputed by another method
-than the build's (see :mod:`bigntk.build._verify`). ``--checksums`` rereads
+than the build's (:func:`bigntk.build.verify_store`). ``--checksums`` rereads
 every block and nothing else.
 """
 
@@ -77,9 +77,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from bigntk.build import verify as checks_of
+    from bigntk.build import verify_store
     from bigntk.config import load_config
-    from bigntk.store import KernelStore
 
     _check_arguments(args)
     config = load_config(args.config, args.set) if _is_config(args.config) else None
@@ -91,45 +90,21 @@ def _verify(args: argparse.Namespace) -> int:
             f"{given} needs the build config: bigntk verify CONFIG.yaml {given} ...; "
             f"{args.config} is a store, which holds no model or data to recompute with."
         )
-    store = KernelStore.open(args.config if config is None else config.path)
     if args.checksums:
-        from bigntk.store import report, scan
+        return _checksums(args.config if config is None else config.path)
+    report = verify_store(
+        args.config if config is None else config, blocks=args.blocks, rows=args.rows,
+        seed=args.seed, method=args.implementation, tolerance=args.tolerance,
+    )  # fmt: skip
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
 
-        result = scan(store)
-        print("\n".join(report(store, result)))
-        return 1 if result.problems else 0
-    done = int(checks_of.committed_blocks(store).sum())
-    checks, good = checks_of.check_store(store, args.blocks, args.seed)
-    header = f"bigntk verify: {store.path} ({done}/{store.plan.num_blocks} blocks committed)"
-    if config is None:
-        header += "; store checks only (give the build config to also recompute entries)"
-    else:
-        x1, x2 = config.load_data()
-        f, params = config.load_model(x1.shape[1:])
-        match = checks_of.check_config(
-            store, f, params, x1, x2, config.kernel, config.data_fingerprint
-        )
-        checks.insert(0, match)
-        if match.ok:
-            try:
-                method = checks_of.choose_method(
-                    store, args.implementation, f, params, x1.read(0, 1), args.rows
-                )
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-            recorded = checks_of.recorded_implementation(store)
-            header += (
-                f"; recomputing entries of {min(args.blocks, int(good.sum()))} blocks by "
-                f"{checks_of.describe(method)} (the store was built by "
-                f"{recorded.name if recorded is not None else 'AUTO'})"
-            )
-            checks += checks_of.recompute(
-                store, f, params, x1, x2, config.kernel, good, method=method,
-                blocks=args.blocks, rows=args.rows, seed=args.seed, tolerance=args.tolerance,
-            )  # fmt: skip
-    print(header)
-    for check in checks:
-        print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
-    failed = sum(not c.ok for c in checks)
-    print(f"{'FAIL' if failed else 'PASS'}: {len(checks) - failed} of {len(checks)} checks passed")
-    return 1 if failed else 0
+
+def _checksums(path: str) -> int:
+    """``--checksums``: reread every committed block, report what is damaged."""
+    from bigntk.store import KernelStore, report, scan
+
+    store = KernelStore.open(path)
+    result = scan(store)
+    print("\n".join(report(store, result)))
+    return 1 if result.problems else 0

@@ -5,7 +5,6 @@ The driver (:func:`build_kernel`) plans the blocks, opens the store through
 computes its blocks with :mod:`bigntk.empirical` and writes them to the store.
 """
 
-from bigntk.build import _verify as verify
 from bigntk.build._compute import BlockKernel as BlockKernel
 from bigntk.build._data import MemorySource as MemorySource
 from bigntk.build._data import Source as Source
@@ -17,6 +16,8 @@ from bigntk.build._resources import WorkerResources as WorkerResources
 from bigntk.build._scheduler import BuildResult as BuildResult
 from bigntk.build._spec import KINDS as KINDS
 from bigntk.build._verify import Check as Check
+from bigntk.build._verify_store import VerifyReport as VerifyReport
+from bigntk.build._verify_store import verify_store as verify_store
 
 __all__ = [
     "KINDS",
@@ -25,12 +26,13 @@ __all__ = [
     "Check",
     "MemorySource",
     "Source",
+    "VerifyReport",
     "WorkerResources",
     "as_source",
     "build_kernel",
     "plan_layout",
     "resolve_vmap_axes",
-    "verify",
+    "verify_store",
 ]
 
 _MOVED = {

@@ -1,5 +1,7 @@
 """Checks of a built store: those the store alone allows, and an independent recomputation.
 
+:func:`bigntk.build.verify_store` runs them (see :mod:`bigntk.build._verify_store`).
+
 :func:`check_store` needs only the store: every committed block is reread
 (chunks present and readable, values equal to their recorded checksum, no
 NaN/inf, symmetric builds exactly symmetric) and principal submatrices of
@@ -29,6 +31,7 @@ from bigntk.empirical import (
     empirical_kernel_fn,
     reference_kernels,
 )
+from bigntk.errors import BuildInputError
 from bigntk.store import differences, probe_difference, probe_tolerance, scan
 
 #: the recomputation method ``'reference'``: the float64 reference kernels
@@ -209,7 +212,7 @@ def choose_method(
     """The recomputation method: ``requested``, or the reference unless its Jacobians are big.
 
     Raises:
-        ValueError: ``requested`` is the implementation that built the store, or unknown.
+        BuildInputError: ``requested`` is the implementation that built the store, or unknown.
     """
     recorded = recorded_implementation(store)
     if requested is None:
@@ -224,9 +227,12 @@ def choose_method(
         return fallback
     if requested == REFERENCE:
         return REFERENCE
-    method = as_implementation(requested)
+    try:
+        method = as_implementation(requested)
+    except ValueError as e:
+        raise BuildInputError(str(e)) from None
     if method == NtkImplementation.AUTO or method == recorded:
-        raise ValueError(
+        raise BuildInputError(
             f"--implementation {requested}: verify recomputes with another method than the "
             f"one that built the store ({recorded.name if recorded else 'AUTO, undecided'}); "
             f"pass {REFERENCE} or another of JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS, "
