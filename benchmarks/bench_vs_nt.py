@@ -19,8 +19,8 @@ The checksum (sum of the kernel) lets the comparison check both libraries agree.
 First calls (``compare --fresh``): each cell is a fresh process whose first call is
 timed before anything else is compiled (without ``--fresh`` the FLOP count is
 taken first, which compiles NT's and jitted bigntk's program ahead of the timed
-first call). bigntk's decision records (``bigntk/empirical/_records.py``) go to a
-new empty folder per cell (a first call on a machine that never ran the
+first call). bigntk's decision records (``bigntk/empirical/_planning/_records.py``)
+go to a new empty folder per cell (a first call on a machine that never ran the
 program), or to ``--cache-dir`` shared by every cell of the run (later
 processes). ``--rounds`` repeats every cell, libraries alternating; the tables
 give medians over rounds.

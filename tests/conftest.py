@@ -34,5 +34,5 @@ def ray_cluster():
 
 @pytest.fixture(autouse=True)
 def _decision_records(tmp_path_factory, monkeypatch):
-    """Each test starts with no decision records (bigntk.empirical._records) of its own."""
+    """Each test starts with no decision records (``empirical/_planning/_records``) of its own."""
     monkeypatch.setenv("BIGNTK_CACHE_DIR", str(tmp_path_factory.mktemp("bigntk-cache")))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import bigntk as nt
-from bigntk.empirical import _compiler_options, _timing
 from bigntk.empirical._api import _fixed_chunks_kernel_fn
 from bigntk.empirical._chunking import Chunks, param_groups
+from bigntk.empirical._planning import _cpu_path, _timing
 from bigntk.empirical._trees import SplitParams
 from bigntk.errors import MemoryBudgetError
 from tests import models
@@ -182,7 +182,7 @@ def test_bad_budgets_are_refused_when_the_function_is_made(bad):
 
 
 def test_the_default_budget_is_a_fraction_of_free_memory():
-    from bigntk.empirical._memory import default_budget, free_memory
+    from bigntk.empirical._planning._memory import default_budget, free_memory
 
     free = free_memory()
     assert free is not None and free > 0
@@ -230,9 +230,9 @@ def test_auto_decides_once_per_signature():
 
 
 def test_auto_reuses_a_recorded_choice_and_times_nothing(monkeypatch):
-    compiled, compile_lowered = [], _compiler_options.compile_lowered
+    compiled, compile_lowered = [], _cpu_path.compile_lowered
     monkeypatch.setattr(
-        _compiler_options,
+        _cpu_path,
         "compile_lowered",
         lambda low, path: compiled.append(path) or compile_lowered(low, path),
     )
@@ -256,7 +256,7 @@ def test_auto_reuses_a_recorded_choice_and_times_nothing(monkeypatch):
 
 def test_auto_under_jit_times_the_candidates_on_stand_ins(monkeypatch):
     # as on a GPU: no CPU path to choose, so concrete calls share the traced decision
-    monkeypatch.setattr(_compiler_options, "paths", lambda platform: ())
+    monkeypatch.setattr(_cpu_path, "paths", lambda platform: ())
     f, params, x1, x2 = _wide_mlp()
     fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation="auto")
     seen = []

@@ -1,4 +1,4 @@
-"""The XLA:CPU path bigntk compiles its own programs for (bigntk/empirical/_compiler_options.py)."""
+"""The XLA:CPU path bigntk compiles its own programs for (bigntk.empirical._planning._cpu_path)."""
 
 import json
 import os
@@ -13,8 +13,9 @@ import pytest
 
 import bigntk as nt
 from bigntk.build._compute import BlockKernel
-from bigntk.empirical import _compiler_options as cpu_path
-from bigntk.empirical import _records as records
+from bigntk.empirical._planning import _cpu_path as cpu_path
+from bigntk.empirical._planning import _records as records
+from bigntk.empirical._planning import process_cache
 from tests import models
 from tests.oracle import oracle
 from tests.test_empirical import assert_kernels_match, to64
@@ -56,7 +57,7 @@ def _record_compiles(monkeypatch):
 def _restore(monkeypatch):
     monkeypatch.delenv(cpu_path.ENV, raising=False)
     monkeypatch.delenv(cpu_path.TRIAL_ENV, raising=False)
-    monkeypatch.setattr(cpu_path, "_rejected", False)
+    monkeypatch.setattr(process_cache(), "cpu_options_refused", False)
 
 
 def test_the_rule_reads_convolutions_off_the_program():
@@ -170,7 +171,7 @@ _SECOND_PROCESS = """
 import json, sys
 import numpy as np
 import bigntk as nt
-from bigntk.empirical import _compiler_options as cpu_path
+from bigntk.empirical._planning import _cpu_path as cpu_path
 from tests.test_cpu_path import _mlp32
 cpu_path.TRIAL_S = (0.0, np.inf)  # every run is worth comparing
 compiled, compile_lowered = [], cpu_path.compile_lowered
@@ -264,7 +265,7 @@ def test_an_xla_that_refuses_the_option_falls_back_to_its_defaults(monkeypatch):
     f, params, x1, x2 = _cnn32()
     fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=SD)
     got = fn(x1, x2, params)
-    assert cpu_path._rejected
+    assert process_cache().cpu_options_refused
     assert cpu_path.paths("cpu") == ()  # not tried again in this process
     expected = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=JC)(x1, x2, params)
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-5)

@@ -13,8 +13,6 @@ from bigntk.empirical._api import empirical_ntk_fn as empirical_ntk_fn
 # For bigntk's other packages (the builder): part of this package's door, not of bigntk's API.
 from bigntk.empirical._axes import axes_spec as axes_spec
 from bigntk.empirical._batch import why_not_batch_independent as why_not_batch_independent
-from bigntk.empirical._compiler_options import compile_by_rule as compile_by_rule
-from bigntk.empirical._compiler_options import cpu_compiler_options as cpu_compiler_options
 from bigntk.empirical._implementation import (
     DEFAULT_NTK_IMPLEMENTATION as DEFAULT_NTK_IMPLEMENTATION,
 )
@@ -22,11 +20,15 @@ from bigntk.empirical._implementation import NtkImplementation as NtkImplementat
 from bigntk.empirical._implementation import as_implementation as as_implementation
 from bigntk.empirical._implementation import get_implementation as get_implementation
 from bigntk.empirical._ntk_vp_fn import empirical_ntk_vp_fn as empirical_ntk_vp_fn
+from bigntk.empirical._planning import KernelPlan as KernelPlan
+from bigntk.empirical._planning import compile_by_rule as compile_by_rule
+from bigntk.empirical._planning import cpu_compiler_options as cpu_compiler_options
 from bigntk.empirical._reference import reference_kernels as reference_kernels
 
 __all__ = [
     "DEFAULT_NTK_IMPLEMENTATION",
     "EmpiricalKernel",
+    "KernelPlan",
     "NtkImplementation",
     "as_implementation",
     "axes_spec",

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from bigntk.empirical._auto import Decision, Planner, ProblemInfo, activation_size, rough_bytes
 from bigntk.empirical._axes import axes_spec, check_sizes
 from bigntk.empirical._batch import infer_vmap_axes
 from bigntk.empirical._chunking import (
     Chunks,
-    batch_size,
     chunked,
-    example_sides,
-    min_param_group,
 )
-from bigntk.empirical._compiled import Compiled, shapes_only
 from bigntk.empirical._implementation import (
     DEFAULT_NTK_IMPLEMENTATION,
     NtkImplementation,
@@ -33,8 +27,16 @@ from bigntk.empirical._implementation import (
     get_implementation,
 )
 from bigntk.empirical._kwargs import split_kwargs
-from bigntk.empirical._memory import check_budget
 from bigntk.empirical._nngp import nngp as _nngp
+from bigntk.empirical._planning import (
+    Compiled,
+    KernelPlan,
+    Planner,
+    ProblemInfo,
+    check_budget,
+    problem_info,
+    shapes_only,
+)
 from bigntk.empirical._problem import Problem
 from bigntk.empirical._trees import SplitParams
 from bigntk.empirical._vmap import canonical_vmap_axes, out_axes_per_leaf
@@ -173,49 +175,11 @@ def _kernels(
 def _info(
     f: Callable, trace_axes: Any, diagonal_axes: Any, vmap_axes: Any, x1, x2, params, kwargs
 ) -> ProblemInfo:
-    """Sizes of a call (evaluated on shapes only; see ``_auto.ProblemInfo``)."""
+    """Sizes of a call (evaluated on shapes only; see ``_planning.ProblemInfo``)."""
     pb, _, leaves1, leaves2 = _setup(
         f, trace_axes, diagonal_axes, vmap_axes, x1, x2, params, kwargs
     )
-    diff = pb.params.diff
-    n_params = sum(int(leaf.size) for leaf in diff)
-    if not diff:
-        return ProblemInfo(False, 0, 1, (), None, None, 1, 0)
-    sides = ((pb.x1, pb.kw1, leaves1), (pb.x2, pb.kw2, leaves2))
-    activations = [
-        activation_size(jax.make_jaxpr(lambda d, x=x, kw=kw: pb.call(d, x, kw))(diff).jaxpr)
-        for x, kw, _ in sides
-    ]
-    out_sizes = sum(math.prod(a.shape) for a in leaves1 + leaves2)
-    if pb.vmap is None:  # each output's reverse pass may hold every activation
-        held = out_sizes * sum(activations)
-    else:  # batch-independent: an example's outputs hold that example's activations only
-        held = sum(
-            sum(math.prod(a.shape) for a in leaves) * acts // max(batch_size(pb, side) or 1, 1)
-            for side, ((_, _, leaves), acts) in enumerate(zip(sides, activations, strict=True), 1)
-        )
-    if pb.vmap is None:
-        basis = max(math.prod(a.shape) for a in leaves2)
-    else:
-        basis = max(
-            math.prod(a.shape) // max(a.shape[b], 1)
-            for a, b in zip(leaves2, pb.out_axes, strict=True)
-        )
-    result = sum(
-        math.prod(s.result_shape(a.shape, b.shape))
-        for s, a, b in zip(pb.specs, leaves1, leaves2, strict=True)
-    )
-    itemsize = max(jnp.dtype(d).itemsize for d in pb.ntk_dtypes)
-    return ProblemInfo(
-        has_params=True,
-        n_params=n_params,
-        min_group=min_param_group(pb.params),
-        example_sides=example_sides(pb),
-        n1=batch_size(pb, 1),
-        n2=batch_size(pb, 2),
-        basis=max(basis, 1),
-        rough_bytes=rough_bytes(itemsize, out_sizes * n_params, held, result),
-    )
+    return problem_info(pb, leaves1, leaves2)
 
 
 def _program(f, trace_axes, diagonal_axes, vmap_axes, which, chunks: Chunks) -> Compiled:
@@ -290,7 +254,7 @@ def empirical_kernel_fn(
         calls of ``f``; a 2-tuple is split (x1's, x2's); a single ``rng`` key is
         shared when ``x2`` is None or equal to ``x1`` and folded for x2
         otherwise. ``kernel_fn.plan(x1, x2, get, params, **kwargs)`` returns the
-        :class:`~bigntk.empirical._auto.Decision` for such a call (implementation,
+        :class:`~bigntk.empirical.KernelPlan` for such a call (implementation,
         chunks, peak bytes) without returning kernels.
 
     Example:
@@ -307,14 +271,9 @@ def empirical_kernel_fn(
     impl = as_implementation(implementation)
     check_budget(memory_budget)
     canonical_vmap_axes(vmap_axes)  # type errors now, not at the first call
-    programs: dict[tuple, Compiled] = {}
 
     def program(which: NtkImplementation, chunks: Chunks) -> Compiled:
-        if (which, chunks) not in programs:
-            programs[(which, chunks)] = _program(
-                f, trace_axes, diagonal_axes, vmap_axes, which, chunks
-            )
-        return programs[(which, chunks)]
+        return _program(f, trace_axes, diagonal_axes, vmap_axes, which, chunks)
 
     def info(kinds, x1, x2, params, kwargs) -> ProblemInfo:
         return shapes_only(
@@ -341,7 +300,7 @@ def empirical_kernel_fn(
             return EmpiricalKernel(**result)
         return collections.namedtuple("EmpiricalKernel", kinds)(**result)
 
-    def plan(x1: Any, x2: Any = None, get: Any = None, params: Any = None, **kwargs) -> Decision:
+    def plan(x1: Any, x2: Any = None, get: Any = None, params: Any = None, **kwargs) -> KernelPlan:
         """How ``kernel_fn`` computes a call with these arguments (decided now if not yet)."""
         kinds, _, x2 = arguments(x1, x2, get, params)
         return planner.plan(kinds, x1, x2, params, kwargs)

@@ -72,7 +72,7 @@ def get_implementation(implementation: int | str | NtkImplementation) -> Callabl
     """The function computing the NTK for ``implementation`` (AUTO: a placeholder that raises).
 
     AUTO is resolved per call by the kernel function's planner
-    (``bigntk.empirical._auto``); this only checks it is valid.
+    (``bigntk.empirical._planning``); this only checks it is valid.
     """
     impl = as_implementation(implementation)
     if impl == NtkImplementation.AUTO:

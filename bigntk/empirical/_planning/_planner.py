@@ -2,7 +2,8 @@
 
 A :class:`Planner` belongs to one kernel function. For every *signature* of a
 call (shapes and dtypes of the traced arguments, the static ones, the kinds
-requested, the device kind and the budget) it makes one :class:`Decision`,
+requested, the device kind and the budget) it makes one
+:class:`~bigntk.empirical._planning._kernel_plan.KernelPlan` (a *decision*),
 cached:
 
 1. An explicit implementation whose rough size estimate (Jacobians and
@@ -10,7 +11,7 @@ cached:
    is: nothing extra is compiled.
 2. Otherwise each candidate (the explicit one, or all three for AUTO) is
    compiled for the actual shapes; XLA's memory analysis gives its peak, and
-   if that exceeds the budget :func:`~bigntk.empirical._memory.fit_chunks`
+   if that exceeds the budget :func:`~bigntk.empirical._planning._memory.fit_chunks`
    cuts it. Candidates that cannot fit are dropped.
 3. AUTO then picks the fastest. On concrete arrays it times each candidate on
    the call's own arguments (fastest predicted first; the minimum of up to nine
@@ -24,7 +25,7 @@ cached:
    the ratios earlier trials measured; such a prediction is replaced by a trial
    the first time the same signature comes with concrete arrays.
 4. A measured choice (trial or stand-in) is recorded on disk
-   (:mod:`~bigntk.empirical._records`, keyed by the first candidate's program):
+   (:mod:`~bigntk.empirical._planning._records`, keyed by the first candidate's program):
    a later process compiles only the recorded implementation, cut as
    recorded, and times nothing (``how='recorded'``); where it no longer fits
    the budget that way, AUTO times its candidates again.
@@ -42,14 +43,16 @@ from dataclasses import asdict
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 
-from bigntk.empirical import _compiler_options as cpu_path
-from bigntk.empirical import _records as records
-from bigntk.empirical import _timing as timing
 from bigntk.empirical._chunking import Chunks
 from bigntk.empirical._implementation import NtkImplementation
-from bigntk.empirical._memory import Knob, default_budget, fit_chunks, peak_bytes
+from bigntk.empirical._planning import _cpu_path as cpu_path
+from bigntk.empirical._planning import _records as records
+from bigntk.empirical._planning import _timing as timing
+from bigntk.empirical._planning._cache import PlanningCache, process_cache
+from bigntk.empirical._planning._kernel_plan import KernelPlan
+from bigntk.empirical._planning._memory import Knob, default_budget, fit_chunks, peak_bytes
+from bigntk.empirical._planning._sizes import ProblemInfo
 from bigntk.empirical._trees import has_tracer
 from bigntk.errors import MemoryBudgetError
 
@@ -61,58 +64,8 @@ CANDIDATES = (
     NtkImplementation.STRUCTURED_DERIVATIVES,
 )
 
-_SAFETY = 4  # the rough size estimate's margin
 _SKIP_SLOWER = 20.0  # a candidate predicted this much slower than the best is not timed
 _SWITCH = 0.9  # AUTO leaves the rule's CPU path for one at least 10% faster
-
-
-class ProblemInfo(NamedTuple):
-    """Sizes of one call, read from its shapes."""
-
-    has_params: bool
-    n_params: int
-    min_group: int
-    example_sides: tuple[int, ...]
-    n1: int | None
-    n2: int | None
-    basis: int
-    rough_bytes: int
-
-
-class Decision(NamedTuple):
-    """How a call is computed.
-
-    Attributes:
-        implementation: the implementation used.
-        chunks: how its work is cut (all None: not cut).
-        peak_bytes: XLA's peak for the compiled program (None: not compiled
-            for the decision, or XLA gives none).
-        memory_budget: the budget in bytes (None: unknown free memory, no limit).
-        how: ``'explicit'``, ``'trial'`` (timed on the arguments),
-            ``'stand-in'`` (timed under jit on arrays of the traced shapes),
-            ``'estimate'`` (predicted from XLA's cost analysis), ``'only'``
-            (one candidate fits) or ``'recorded'`` (AUTO's choice as an earlier
-            process measured it on this machine, read from ``_records``).
-        seconds: measured (trial) or predicted seconds of each candidate, by name
-            (``NAME/PATH`` for a CPU path timed besides the first).
-        cpu_path: the XLA:CPU path the program is compiled for (``'default'`` or
-            ``'xla'``, see ``_compiler_options``); None: XLA's defaults, no choice
-            (not CPU, or traced inside a user's jit, whose options apply).
-    """
-
-    implementation: NtkImplementation
-    chunks: Chunks
-    peak_bytes: int | None
-    memory_budget: int | None
-    how: str
-    seconds: dict[str, float]
-    cpu_path: str | None = None
-
-    @property
-    def chosen_seconds(self) -> float | None:
-        """The measured or predicted seconds of what was chosen (None: not timed)."""
-        name = self.implementation.name
-        return self.seconds.get(f"{name}/{self.cpu_path}", self.seconds.get(name))
 
 
 class _Candidate(NamedTuple):
@@ -145,8 +98,13 @@ class Planner:
         implementation: the requested implementation (AUTO: choose).
         memory_budget: bytes, or None for the default.
         program: ``(implementation, chunks) -> `` the compiled kernel program
-            (``_compiled.Compiled``).
+            (``_compiled.Compiled``); each is built once and kept here.
         info: ``(kinds, x1, x2, params, kwargs) ->`` :class:`ProblemInfo`.
+        cache: the process's planning state (None: :func:`process_cache`).
+
+    What it learns about its own kernel function is kept here, freed with it:
+    the compiled programs by ``(implementation, chunks)``, the decisions by call
+    signature and the executables compiled while deciding.
     """
 
     def __init__(
@@ -155,12 +113,15 @@ class Planner:
         memory_budget: float | None,
         program: Callable[[NtkImplementation, Chunks], Any],
         info: Callable[..., ProblemInfo],
+        cache: PlanningCache | None = None,
     ):
         self.implementation = implementation
         self.memory_budget = memory_budget
-        self._program = program
+        self._build_program = program
         self._info = info
-        self._decisions: dict[Any, Decision] = {}
+        self._cache = process_cache() if cache is None else cache
+        self._programs: dict[tuple[NtkImplementation, Chunks], Any] = {}
+        self._decisions: dict[Any, KernelPlan] = {}
         self._executables: dict[Any, Any] = {}
 
     # -- public --------------------------------------------------------------------------
@@ -181,14 +142,20 @@ class Planner:
         program = self._program(decision.implementation, decision.chunks)
         return program.call_split(parts, kinds, x1, x2, params, kwargs, decision.cpu_path)
 
-    def plan(self, kinds: tuple, x1: Any, x2: Any, params: Any, kwargs: dict) -> Decision:
+    def plan(self, kinds: tuple, x1: Any, x2: Any, params: Any, kwargs: dict) -> KernelPlan:
         """The decision for these arguments (made now if not cached)."""
         if "ntk" not in kinds:
-            return Decision(CANDIDATES[0], Chunks(), None, self.memory_budget, "explicit", {})
+            return KernelPlan(CANDIDATES[0], Chunks(), None, self.memory_budget, "explicit", {})
         parts = self._split(kinds, x1, x2, params, kwargs)
         return self._decision(parts, kinds, x1, x2, params, kwargs)[0]
 
     # -- deciding ------------------------------------------------------------------------
+
+    def _program(self, which: NtkImplementation, chunks: Chunks) -> Any:
+        """The compiled program of ``which`` cut as ``chunks`` (built on first use)."""
+        if (which, chunks) not in self._programs:
+            self._programs[(which, chunks)] = self._build_program(which, chunks)
+        return self._programs[(which, chunks)]
 
     def _exe_key(self, key: Any, impl: NtkImplementation, chunks: Chunks, dynamic: Any) -> Any:
         if key is None or has_tracer(dynamic):
@@ -248,7 +215,7 @@ class Planner:
         choose_path = top_level and info.has_params
         fits = budget is None or info.rough_bytes <= budget
         if not info.has_params or (explicit and fits and not choose_path):
-            return Decision(candidates[0], Chunks(), None, budget, "explicit", {}), None
+            return KernelPlan(candidates[0], Chunks(), None, budget, "explicit", {}), None
         text = None  # AUTO: the key of its record (the first candidate's program)
         if not explicit:
             text, decision = self._recorded_auto(args, info, budget, device, concrete, dynamic, key)
@@ -276,9 +243,13 @@ class Planner:
                 return decision._replace(how=how), out
             c = fitted[0]
             self._store(key, c, dynamic, concrete)
-            return Decision(c.impl, c.chunks, c.peak, budget, how, {}, c.path), None
+            return KernelPlan(c.impl, c.chunks, c.peak, budget, how, {}, c.path), None
         predicted = {
-            c.impl: timing.calibrated(c.predicted, device, c.impl) if c.predicted else math.inf
+            c.impl: (
+                timing.calibrated(self._cache, c.predicted, device, c.impl)
+                if c.predicted
+                else math.inf
+            )
             for c in fitted
         }
         if concrete:
@@ -296,7 +267,7 @@ class Planner:
         impl = min(predicted, key=predicted.get)
         c = next(c for c in fitted if c.impl == impl)
         seconds = {i.name: t for i, t in predicted.items()}
-        return Decision(impl, c.chunks, c.peak, budget, "estimate", seconds), None
+        return KernelPlan(impl, c.chunks, c.peak, budget, "estimate", seconds), None
 
     def _recorded_auto(self, args, info, budget, device, concrete: bool, dynamic, key):
         """``(text, decision)``: AUTO's choice as an earlier process measured it.
@@ -324,10 +295,10 @@ class Planner:
             return text, None
         self._store(key, c, dynamic, concrete)
         seconds = {str(k): float(v) for k, v in record.get("seconds", {}).items()}
-        return text, Decision(impl, c.chunks, c.peak, budget, "recorded", seconds, c.path)
+        return text, KernelPlan(impl, c.chunks, c.peak, budget, "recorded", seconds, c.path)
 
     @staticmethod
-    def _record_auto(text: str | None, d: Decision, device: Any) -> None:
+    def _record_auto(text: str | None, d: KernelPlan, device: Any) -> None:
         record = {"implementation": d.implementation.name, "chunks": asdict(d.chunks)}
         records.put("auto", text, device, {**record, "seconds": d.seconds})
 
@@ -442,29 +413,10 @@ class Planner:
                 again, out = timing.time_repeated(c.exe, dynamic, first)
                 t = min(first, again)
             seconds[c.impl.name] = t
-            timing.calibrate(t, c.predicted, device, c.impl)
+            timing.calibrate(self._cache, t, c.predicted, device, c.impl)
             if best is None or t < best[0]:
                 best = (t, c, out)
         t, c, out = best
         c, t, out = self._other_paths(c, t, out, dynamic, seconds, device)
         self._store(key, c, dynamic, True)
-        return Decision(c.impl, c.chunks, c.peak, budget, "trial", seconds, c.path), out
-
-
-def rough_bytes(itemsize: int, jacobians: int, held: int, result: int) -> int:
-    """A generous size of an unchunked call from element counts: the per-output
-    Jacobians, the activations the outputs' reverse passes hold, the result."""
-    return int(_SAFETY * itemsize * (jacobians + held + result))
-
-
-def activation_size(jaxpr: Any) -> int:
-    """Elements of every intermediate value of a jaxpr, sub-jaxprs included."""
-    total = 0
-    for eqn in jaxpr.eqns:
-        total += sum(int(np.prod(v.aval.shape)) for v in eqn.outvars if hasattr(v.aval, "shape"))
-        for p in eqn.params.values():
-            for sub in p if isinstance(p, list | tuple) else (p,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    total += activation_size(inner)
-    return total
+        return KernelPlan(c.impl, c.chunks, c.peak, budget, "trial", seconds, c.path), out

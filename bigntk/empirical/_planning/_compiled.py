@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 
-from bigntk.empirical._compiler_options import PathJit
+from bigntk.empirical._planning._cpu_path import PathJit
 from bigntk.empirical._trees import combine, is_array, is_tracer, partition
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Compiled:
     def lower(self, kinds, x1, x2, params, kwargs) -> Any:
         """The program lowered for these arguments (tracers are lowered by shape).
 
-        Compile it with ``_compiler_options.compile_lowered`` for a CPU path.
+        Compile it with ``_cpu_path.compile_lowered`` for a CPU path.
         """
         dynamic, static, hashable = self.split(kinds, x1, x2, params, kwargs)
         dynamic = jax.tree.map(abstract_if_traced, dynamic)
@@ -70,7 +70,7 @@ class Compiled:
     def call_split(self, parts: tuple, kinds, x1, x2, params, kwargs, path=None):
         """``__call__`` with the arguments already split by :meth:`split` into ``parts``.
 
-        ``path``: the CPU path top-level calls compile for (``_compiler_options``).
+        ``path``: the CPU path top-level calls compile for (``_cpu_path``).
         """
         dynamic, static, hashable = parts
         if not hashable:

@@ -4,7 +4,8 @@
   compiled program (repeated for fast programs, so that noise does not decide);
 * :func:`stand_ins`: concrete arrays of traced shapes, for timing under a user's jit;
 * :func:`predict`: seconds from XLA's cost analysis where nothing can run,
-  :func:`calibrated` by the ratios earlier trials measured (:func:`calibrate`).
+  :func:`calibrated` by the ratios earlier trials measured (:func:`calibrate`), kept
+  in the process's :class:`~bigntk.empirical._planning._cache.PlanningCache`.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import jax
 import numpy as np
 
 from bigntk.empirical._implementation import NtkImplementation
+from bigntk.empirical._planning._cache import PlanningCache
 from bigntk.empirical._trees import is_tracer
 
 logger = logging.getLogger("bigntk.empirical.auto")
 
 #: Rough device throughput (FLOP/s, bytes/s) for compile-only predictions.
 _ROOFLINE = {"cpu": (5e10, 1e10), "gpu": (3e13, 2e12), "cuda": (3e13, 2e12), "tpu": (1e14, 1e12)}
-#: log(measured / predicted) sums and counts per (device kind, implementation).
-_CALIBRATION: dict[tuple[str, int], tuple[float, int]] = {}
 
 
 def predict(compiled: Any, device: Any) -> float | None:
@@ -44,16 +44,20 @@ def predict(compiled: Any, device: Any) -> float | None:
     )
 
 
-def calibrated(t: float, device: Any, impl: NtkImplementation) -> float:
-    total, count = _CALIBRATION.get((device.device_kind, int(impl)), (0.0, 0))
+def calibrated(cache: PlanningCache, t: float, device: Any, impl: NtkImplementation) -> float:
+    """``t`` corrected by the ratios measured so far in ``cache.calibration``."""
+    total, count = cache.calibration.get((device.device_kind, int(impl)), (0.0, 0))
     return t * math.exp(total / count) if count else t
 
 
-def calibrate(measured: float, predicted: float | None, device: Any, impl: Any) -> None:
+def calibrate(
+    cache: PlanningCache, measured: float, predicted: float | None, device: Any, impl: Any
+) -> None:
+    """Add ``measured / predicted`` seconds to ``cache.calibration``."""
     if predicted and measured > 0:
         key = (device.device_kind, int(impl))
-        total, count = _CALIBRATION.get(key, (0.0, 0))
-        _CALIBRATION[key] = (total + math.log(measured / predicted), count + 1)
+        total, count = cache.calibration.get(key, (0.0, 0))
+        cache.calibration[key] = (total + math.log(measured / predicted), count + 1)
 
 
 def _stand_in(leaf: Any, rng: np.random.Generator) -> Any:

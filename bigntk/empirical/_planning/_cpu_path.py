@@ -34,7 +34,8 @@ compiles the same program (and resumed builds stay bit-identical).
   and is left alone, as is everything with ``BIGNTK_XLA_CPU_PATH=default``;
   ``BIGNTK_XLA_CPU_PATH=xla`` forces the other path.
 * If the installed XLA does not know the option, it is dropped for the rest of
-  the process (one debug log line) and XLA's defaults apply.
+  the process (``process_cache().cpu_options_refused``, one debug log line) and
+  XLA's defaults apply.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from typing import Any
 
 import jax
 
+from bigntk.empirical._planning._cache import process_cache
 from bigntk.empirical._trees import has_tracer
 
 logger = logging.getLogger(__name__)
@@ -59,14 +61,13 @@ TRIAL_ENV = "BIGNTK_CPU_PATH_TRIAL"
 TRIAL_S = (0.002, 1.0)
 
 _OPTIONS = {"default": None, "xla": {YNN_FUSION_TYPE: ""}}
-_rejected = False  # the installed XLA refused the option once: never pass it again
 
 
 def cpu_compiler_options() -> dict[str, str]:
     """Options for ``jax.jit(..., compiler_options=)`` that select XLA:CPU's own kernels.
 
     For a kernel function traced inside your own ``jax.jit`` on CPU: convolutional
-    models' kernels are usually faster this way (see ``bigntk.empirical._compiler_options``).
+    models' kernels are usually faster this way (see ``bigntk.empirical._planning._cpu_path``).
     """
     return dict(_OPTIONS["xla"])
 
@@ -88,12 +89,16 @@ def trial_wanted() -> bool:
 
 def options(path: str | None) -> dict[str, str] | None:
     """The compiler options of ``path`` (None: XLA's defaults)."""
-    return None if path is None or _rejected else _OPTIONS[path]
+    return None if path is None or process_cache().cpu_options_refused else _OPTIONS[path]
 
 
 def paths(platform: str) -> tuple[str, ...]:
     """The paths to choose from on ``platform``, the rule's first; () where there is no choice."""
-    if platform != "cpu" or _rejected or YNN_FUSION_TYPE in os.environ.get("XLA_FLAGS", ""):
+    if (
+        platform != "cpu"
+        or process_cache().cpu_options_refused
+        or YNN_FUSION_TYPE in os.environ.get("XLA_FLAGS", "")
+    ):
         return ()
     setting = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if setting in PATHS:
@@ -149,10 +154,9 @@ def compile_lowered(lowered: Any, path: str | None) -> Any:
 
 def _is_option_rejected(error: BaseException) -> bool:
     """Whether ``error`` is XLA refusing :data:`YNN_FUSION_TYPE`; if so, stop passing it."""
-    global _rejected
     if YNN_FUSION_TYPE in str(error) and "option" in str(error).lower():
         logger.debug("This XLA refuses %s (%s); using its defaults.", YNN_FUSION_TYPE, error)
-        _rejected = True
+        process_cache().cpu_options_refused = True
         return True
     return False
 
