@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -209,56 +209,85 @@ def _slicer(pairs: list, fn: Callable) -> list:
     return [leaf if ax is None else fn(leaf, ax) for leaf, ax in pairs]
 
 
-def _by_examples(impl: Callable, size: int, side: int, pb: Problem) -> list:
-    """The NTK with x1 (side 1), x2 (side 2), or both (side 0) cut into blocks of ``size``."""
-    cut = (1, 2) if side == 0 else (side,)
+class _Side(NamedTuple):
+    """x1's or x2's batched leaves (see :func:`_batched`)."""
+
+    pairs: list  # (leaf, batch axis or None)
+    rebuild: Callable  # leaves -> (x, array keyword arguments)
+    static: dict  # the other keyword arguments
+
+    def mapped(self) -> list[int]:
+        """Positions of the leaves with a batch axis."""
+        return [i for i, (_, ax) in enumerate(self.pairs) if ax is not None]
+
+    def stacked(self, blocks: int, size: int) -> list:
+        """The leaves with a batch axis, their first ``blocks * size`` examples as
+        ``blocks`` blocks on a new leading axis."""
+
+        def split(leaf, ax):
+            head = lax.slice_in_dim(leaf, 0, blocks * size, axis=ax)
+            head = head.reshape(*leaf.shape[:ax], blocks, size, *leaf.shape[ax + 1 :])
+            return jnp.moveaxis(head, ax, 0)
+
+        every = _slicer(self.pairs, split)
+        return [every[i] for i in self.mapped()]
+
+    def examples(self, start: int, stop: int) -> list:
+        """Every leaf, those with a batch axis cut to examples ``start:stop``."""
+        return _slicer(self.pairs, lambda leaf, ax: lax.slice_in_dim(leaf, start, stop, axis=ax))
+
+    def with_mapped(self, values: list) -> list:
+        """Every leaf, those with a batch axis replaced by ``values``."""
+        leaves = [leaf for leaf, _ in self.pairs]
+        for i, v in zip(self.mapped(), values, strict=True):
+            leaves[i] = v
+        return leaves
+
+
+def _cut_sides(pb: Problem, cut: tuple[int, ...]) -> tuple[dict[int, _Side], int]:
+    """``({side: its batched leaves}, examples)`` of the sides in ``cut``."""
     sides = {}
     n = None
     for s in cut:
         x, kw = pb.sides()[s - 1]
-        pairs, rebuild, static = _batched(pb, x, kw)
-        sides[s] = (pairs, rebuild, static)
-        n = n or next(jnp.shape(leaf)[ax] for leaf, ax in pairs if ax is not None)
+        sides[s] = _Side(*_batched(pb, x, kw))
+        n = n or next(jnp.shape(leaf)[ax] for leaf, ax in sides[s].pairs if ax is not None)
+    return sides, n
+
+
+def _with_blocks(pb: Problem, sides: dict[int, _Side], side: int, parts: dict) -> Problem:
+    """``pb`` with each side ``s`` in ``parts`` replaced by the block of leaves ``parts[s]``."""
+    changes: dict[str, Any] = {}
+    for s, leaves in parts.items():
+        x, dyn = sides[s].rebuild(leaves)
+        changes.update({f"x{s}": x, f"kw{s}": {**dyn, **sides[s].static}})
+    if side != 0:
+        changes["same"] = False
+    return dataclasses.replace(pb, **changes)
+
+
+def _by_examples(impl: Callable, size: int, side: int, pb: Problem) -> list:
+    """The NTK with x1 (side 1), x2 (side 2), or both (side 0) cut into blocks of ``size``.
+
+    The ``g`` whole blocks are mapped with ``lax.map``; a remainder of ``r``
+    examples is one more block; :func:`_assemble` puts them back together.
+    """
+    cut = (1, 2) if side == 0 else (side,)
+    sides, n = _cut_sides(pb, cut)
     g, r = divmod(n, size)
 
     def block(parts: dict[int, list]) -> list:
-        changes: dict[str, Any] = {}
-        for s, leaves in parts.items():
-            x, dyn = sides[s][1](leaves)
-            kw = {**dyn, **sides[s][2]}
-            changes.update({f"x{s}": x, f"kw{s}": kw})
-        if side != 0:
-            changes["same"] = False
-        return impl(dataclasses.replace(pb, **changes))
+        return impl(_with_blocks(pb, sides, side, parts))
 
-    def stacked(s: int) -> list:
-        def split(leaf, ax):
-            head = lax.slice_in_dim(leaf, 0, g * size, axis=ax)
-            head = head.reshape(*leaf.shape[:ax], g, size, *leaf.shape[ax + 1 :])
-            return jnp.moveaxis(head, ax, 0)
-
-        return _slicer(sides[s][0], split)
-
-    mapped_pos = {s: [i for i, (_, ax) in enumerate(sides[s][0]) if ax is not None] for s in cut}
-
-    def body(xs: dict[int, list]) -> list:
-        parts = {}
-        for s in cut:
-            leaves = [leaf for leaf, _ in sides[s][0]]
-            for i, v in zip(mapped_pos[s], xs[s], strict=True):
-                leaves[i] = v
-            parts[s] = leaves
-        return block(parts)
+    def body(xs: dict[int, list]) -> list:  # one whole block of each side in cut
+        return block({s: sides[s].with_mapped(xs[s]) for s in cut})
 
     results = []
     if g:
-        xs = {s: [v for i, v in enumerate(stacked(s)) if i in mapped_pos[s]] for s in cut}
+        xs = {s: sides[s].stacked(g, size) for s in cut}
         results.append((g * size, lax.map(body, xs), True))
     if r:
-        tail = {
-            s: _slicer(sides[s][0], lambda leaf, ax: lax.slice_in_dim(leaf, g * size, n, axis=ax))
-            for s in cut
-        }
+        tail = {s: sides[s].examples(g * size, n) for s in cut}
         results.append((r, block(tail), False))
     return [_assemble(pb, o, side, n, results) for o in range(len(pb.specs))]
 

@@ -62,54 +62,76 @@ def _default_chunk(diff: list, basis: int, copies: int) -> int | None:
     return None if fit >= basis else int(fit)
 
 
+def _output(g: Callable, o: int) -> Callable:
+    """``d ↦ g(d)[o]``: output leaf ``o`` of a function returning every leaf."""
+    return lambda d: g(d)[o]
+
+
 def _leaf_ntk(pb: Problem, o: int, shapes: list, basis_chunk: int | None) -> jnp.ndarray:
     """The NTK of output leaf ``o`` (shapes ``shapes`` for x1 and x2).
 
-    ``basis_chunk`` None: batches by :data:`TANGENT_BYTES`.
+    The basis spans side ``a``: the side with the smaller output (x1 when they
+    are the same). ``basis_chunk`` None: batches by :data:`TANGENT_BYTES`.
     """
-    diff = pb.params.diff
-    spec = pb.specs[o]
-    n = spec.ndim
-    sides = pb.sides()
     a = 1 if pb.same or math.prod(shapes[0]) <= math.prod(shapes[1]) else 2
-    b_side = 3 - a
-    side_a, side_b = sides[a - 1], sides[b_side - 1]
-
-    def leaf(g: Callable) -> Callable:
-        return lambda d: g(d)[o]
-
     if pb.vmap is None:
-        if basis_chunk is None:
-            basis_chunk = _default_chunk(diff, math.prod(shapes[a - 1]), 1)
-        block = _block(
-            leaf(lambda d: pb.call(d, *side_a)),
-            leaf(lambda d: pb.call(d, *side_b)),
-            diff,
-            basis_chunk,
-        )
-        labels = [Out(k, a) for k in range(n)] + [Out(k, b_side) for k in range(n)]
-        return contract([(block, labels)], spec, pb.ntk_dtypes[o])
-
+        return _whole_batches(pb, o, shapes, a, basis_chunk)
     b = pb.out_axes[o]
-    rest = [k for k in range(n) if k != b]
     examples = shapes[a - 1][b]
     if basis_chunk is None:  # each basis vector is taken for every example of side a
-        basis_chunk = _default_chunk(diff, math.prod(shapes[a - 1]) // max(examples, 1), examples)
-    tail = [Out(k, a) for k in rest] + [Out(k, b_side) for k in rest]
-    if b in spec.trace or b in spec.diagonal:  # only pairs (i, i) are needed
+        per_example = math.prod(shapes[a - 1]) // max(examples, 1)
+        basis_chunk = _default_chunk(pb.params.diff, per_example, examples)
+    if b in pb.specs[o].trace or b in pb.specs[o].diagonal:
+        return _example_pairs(pb, o, a, basis_chunk)
+    return _all_examples(pb, o, a, basis_chunk)
 
-        def pair(g1: Callable, g2: Callable) -> jnp.ndarray:
-            ga, gb = (g1, g2) if a == 1 else (g2, g1)
-            return _block(leaf(ga), leaf(gb), diff, basis_chunk)
 
-        block = pb.map_examples(list(sides), pair)
-        return contract([(block, [Out(b, 0)] + tail)], spec, pb.ntk_dtypes[o])
+def _whole_batches(pb: Problem, o: int, shapes: list, a: int, basis_chunk: int | None):
+    """Without ``vmap_axes``: the basis of side ``a``'s whole output, one JVP of side b each."""
+    diff = pb.params.diff
+    n = pb.specs[o].ndim
+    b_side = 3 - a
+    side_a, side_b = pb.sides()[a - 1], pb.sides()[b_side - 1]
+    if basis_chunk is None:
+        basis_chunk = _default_chunk(diff, math.prod(shapes[a - 1]), 1)
+    block = _block(
+        _output(lambda d: pb.call(d, *side_a), o),
+        _output(lambda d: pb.call(d, *side_b), o),
+        diff,
+        basis_chunk,
+    )
+    labels = [Out(k, a) for k in range(n)] + [Out(k, b_side) for k in range(n)]
+    return contract([(block, labels)], pb.specs[o], pb.ntk_dtypes[o])
+
+
+def _example_pairs(pb: Problem, o: int, a: int, basis_chunk: int | None) -> jnp.ndarray:
+    """Batch axis traced or diagonal: only the pairs ``(i, i)`` of examples are formed."""
+    spec, b = pb.specs[o], pb.out_axes[o]
+    rest = [k for k in range(spec.ndim) if k != b]
+    tail = [Out(k, a) for k in rest] + [Out(k, 3 - a) for k in rest]
+
+    def pair(g1: Callable, g2: Callable) -> jnp.ndarray:
+        ga, gb = (g1, g2) if a == 1 else (g2, g1)
+        return _block(_output(ga, o), _output(gb, o), pb.params.diff, basis_chunk)
+
+    block = pb.map_examples(list(pb.sides()), pair)
+    return contract([(block, [Out(b, 0)] + tail)], spec, pb.ntk_dtypes[o])
+
+
+def _all_examples(pb: Problem, o: int, a: int, basis_chunk: int | None) -> jnp.ndarray:
+    """Batch axis kept: per example of side ``a``, its basis, then one JVP of side b's batch
+    per basis vector."""
+    spec, b = pb.specs[o], pb.out_axes[o]
+    b_side = 3 - a
+    side_a, side_b = pb.sides()[a - 1], pb.sides()[b_side - 1]
+    rest = [k for k in range(spec.ndim) if k != b]
 
     def batch_b(d: list) -> jnp.ndarray:  # side b's whole batch, per example inside
         return pb.map_examples([side_b], lambda gb: gb(d)[o])
 
-    # per example of side a: its basis, then one JVP of side b's batch per basis vector
-    block = pb.map_examples([side_a], lambda ga: _block(leaf(ga), batch_b, diff, basis_chunk))
+    block = pb.map_examples(
+        [side_a], lambda ga: _block(_output(ga, o), batch_b, pb.params.diff, basis_chunk)
+    )
     labels = (
         [Out(b, a)] + [Out(k, a) for k in rest] + [Out(b, b_side)] + [Out(k, b_side) for k in rest]
     )
