@@ -8,7 +8,7 @@ from typing import Any
 
 import jax
 
-from bigntk.empirical._trees import SplitParams
+from bigntk.empirical import SplitParams
 
 
 def _expansion(f: Callable, params: Any, degree: int) -> Callable:

@@ -24,12 +24,14 @@ from bigntk.empirical._planning import KernelPlan as KernelPlan
 from bigntk.empirical._planning import compile_by_rule as compile_by_rule
 from bigntk.empirical._planning import cpu_compiler_options as cpu_compiler_options
 from bigntk.empirical._reference import reference_kernels as reference_kernels
+from bigntk.empirical._trees import SplitParams as SplitParams
 
 __all__ = [
     "DEFAULT_NTK_IMPLEMENTATION",
     "EmpiricalKernel",
     "KernelPlan",
     "NtkImplementation",
+    "SplitParams",
     "as_implementation",
     "axes_spec",
     "compile_by_rule",
