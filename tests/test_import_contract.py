@@ -156,3 +156,14 @@ def test_import_loads_only_what_it_uses(module, absent):
     code = f"import sys, {module}; print([m for m in {absent!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", f"import {module} loaded {out.stdout.strip()}"
+
+
+def test_the_module_map_lists_every_module():
+    """docs/modules.md names every module (one line each), so it cannot silently go stale."""
+    text = (ROOT.parent / "docs" / "modules.md").read_text()
+    missing = [
+        str(p.relative_to(ROOT.parent))
+        for p in MODULES.values()
+        if f"`{p.relative_to(ROOT.parent)}`" not in text
+    ]
+    assert not missing, f"add a line for each to docs/modules.md: {missing}"
