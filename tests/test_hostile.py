@@ -364,8 +364,8 @@ def test_opening_a_store_executes_no_code_from_it(tmp_path, monkeypatch, capsys)
 _EMBEDDED_RAY = """
 import json, socket, ray
 from ray._private.authentication.authentication_utils import is_token_auth_enabled
-from bigntk.build._driver import _start_ray
-_start_ray(None)
+from bigntk._ray import start_ray
+start_ray(None)
 node = ray._private.worker._global_node
 print("RESULT " + json.dumps({"token_auth": bool(is_token_auth_enabled()),
                               "dashboard": bool(node.address_info.get("webui_url"))}))

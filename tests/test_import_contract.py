@@ -28,9 +28,9 @@ ALLOWED = {
     "stax": {"errors", "_text"},
     "taylor": {"empirical", "errors"},
     "store": {"errors", "_text"},
-    "build": {"empirical", "store", "errors", "_text"},
+    "build": {"empirical", "store", "errors", "_text", "_ray"},
     "config": {"build", "stax", "store", "empirical", "errors", "_text"},
-    "solve": {"store", "errors", "_text"},
+    "solve": {"store", "errors", "_text", "_ray"},
     "cli": {
         "cli",
         "_cli",
@@ -45,6 +45,7 @@ ALLOWED = {
     },
     "errors": set(),
     "_text": set(),
+    "_ray": set(),
 }
 ALLOWED["_cli"] = ALLOWED["__main__"] = ALLOWED["cli"]
 # third-party libraries a package must never import, even lazily

@@ -187,7 +187,7 @@ class BlockKernel:
     def compile(self, which: str, *args: Any) -> tuple[Any, str | None]:
         """``(executable, CPU path)`` of the ``'self'`` or ``'pair'`` program for ``args``.
 
-        The path comes from the rule alone (``_compiler_options.rule``), never from
+        The path comes from the rule alone (``bigntk.empirical.compile_by_rule``), never from
         timing, so every worker of a build compiles the same program.
         """
         lowered = (self._fn_self if which == "self" else self._fn).lower(*args)

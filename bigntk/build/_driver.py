@@ -14,10 +14,10 @@ import functools
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bigntk._ray import start_ray
 from bigntk.build._checks import check_arguments, check_source_dtypes
 from bigntk.build._data import Source, as_source
 from bigntk.build._describe import describe_build
@@ -50,24 +50,6 @@ def check_store_url(path: str) -> None:
             "separate Ray processes that would write to their own copies. Use a local or shared "
             "path, or an object store URL such as s3://bucket/kernels/k.zarr."
         )
-
-
-def _start_ray(address: str | None) -> tuple[bool, float]:
-    """Connect to Ray; ``address=None`` starts a new local Ray unless one is running here."""
-    import ray
-
-    if ray.is_initialized():
-        return False, 0.0
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        # Ray starts its daemons with fork+exec; JAX warns about any fork once it runs,
-        # but an immediate exec shares no JAX state.
-        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-        if address is None:
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
-        else:
-            ray.init(address=address, logging_level=logging.WARNING)
-    return True, time.perf_counter() - start
 
 
 def _validate_sources(x1: Source, x2: Source | None) -> None:
@@ -116,7 +98,8 @@ def build_kernel(
         x1: inputs ``(n1, *features)``: an array, a ``.npy`` path, a Zarr array,
             or a Zarr path/URL (``store::array`` for an array inside a group).
         x2: inputs ``(n2, *features)``, or None for the symmetric ``K(x1, x1)``
-            (only blocks ``i <= j`` are computed; mirrors are transposes).
+            (only blocks ``i <= j`` are computed and stored; readers see the
+            lower blocks as their transposes).
         path: the store (a local path or an fsspec URL).
         kinds: kernels to build, from ``('nngp', 'ntk')``.
         trace_axes, diagonal_axes, vmap_axes, implementation: as in
@@ -173,7 +156,7 @@ def build_kernel(
             return result
     owned, ray_start_s = False, 0.0
     try:
-        owned, ray_start_s = _start_ray(address)
+        owned, ray_start_s = start_ray(address)
         placement = WorkerResources.coerce(worker_resources).placement(
             ray.cluster_resources(), workers
         )

@@ -1,7 +1,7 @@
 """The Ray actor that computes blocks and writes them to the store.
 
 Each actor builds its model and the compiled kernel program once, reads its own
-input rows from the data sources, computes a block, writes it (and its mirror)
+input rows from the data sources, computes a block, writes it (and, in a format-1 store, its mirror)
 to the store, and returns only small statistics to the driver.
 """
 
@@ -69,7 +69,7 @@ class BlockWorker:
         return int(self.kernel.choose(self.x1.read(r0, r1), x2))
 
     def compute(self, bi: int, bj: int) -> dict[str, Any]:
-        """Compute block ``(bi, bj)``, write it (and its mirror); return timings and checksums."""
+        """Compute block ``(bi, bj)``, write it to the store; return timings and checksums."""
         t0 = time.perf_counter()
         r0, r1 = self.plan.rows(bi)
         c0, c1 = self.plan.cols(bj)

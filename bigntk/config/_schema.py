@@ -105,7 +105,7 @@ class TilingSection(Section):
     """How the kernel is cut into blocks."""
 
     block_size: Annotated[PositiveInt | None, expect("a positive int or null")] = None
-    """Rows (and columns) of one block; null: chosen from memory and cost."""
+    """Rows (and columns) of one block; null: about a second of work per block (from its FLOPs)."""
 
 
 class OutputSection(Section):

@@ -19,33 +19,16 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 
 import numpy as np
 
+from bigntk._ray import start_ray
 from bigntk.errors import IncompleteKernelError, KernelShapeError
 from bigntk.solve._blocks import BlockServer, LoadInfo
 from bigntk.solve._operator import KernelOperator
 from bigntk.store import KernelStore, open_kernel
 
 logger = logging.getLogger(__name__)
-
-
-def start_ray(address: str | None) -> bool:
-    """Connect to Ray as a build does (``address=None``: a new local Ray unless one runs
-    in this process); True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    with warnings.catch_warnings():
-        # Ray starts its daemons with fork+exec; JAX warns about any fork once it runs
-        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-        if address is None:
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
-        else:
-            ray.init(address=address, logging_level=logging.WARNING)
-    return True
 
 
 def shard_blocks(blocks: np.ndarray, sizes: np.ndarray, workers: int) -> list[np.ndarray]:
@@ -101,7 +84,7 @@ class DistributedKernel:
         self.size = self.n * self.k
         self.shift, self.passes, self.restarts = 0.0, 0, 0
         self.max_restarts = max_restarts
-        self._owns_ray = start_ray(address)
+        self._owns_ray, _ = start_ray(address)
         if workers is None:
             workers = int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1e-3))
         self._actor_class = ray.remote(num_cpus=num_cpus, max_restarts=0)(BlockServer)
