@@ -173,13 +173,18 @@ def test_bad_inputs_fail_before_any_work(tmp_path):
 
 
 def _worker_pids():
+    """This session's BlockWorker processes: descendants of this process, which started the
+    test session's Ray (another session's builds on the same machine are left alone)."""
     import psutil
 
-    return [
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if any("BlockWorker" in part for part in (p.info["cmdline"] or []))
-    ]
+    pids = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if any("BlockWorker" in part for part in p.cmdline()):
+                pids.append(p.pid)
+        except psutil.Error:  # exited meanwhile
+            continue
+    return pids
 
 
 def test_killed_worker_is_replaced_and_its_block_recomputed(tmp_path):
