@@ -128,3 +128,19 @@ def test_orphan_partial_files_are_removed_on_resume(tmp_path):
     StoreWriter.create_or_resume(str(path), _spec())
     assert not orphan.exists()
     assert remove_partial_files(str(path)) == 0
+
+
+def test_the_writer_api_moved_to_store_writer_with_a_warning(tmp_path):
+    """Readers get a read-only KernelStore; the old writer entry points still work, warning."""
+    path = str(tmp_path / "k.zarr")
+    with pytest.warns(DeprecationWarning, match="StoreWriter.create_or_resume"):
+        store, resumed = KernelStore.create_or_resume(path, _spec())
+    assert isinstance(store, StoreWriter) and not resumed
+    with pytest.warns(DeprecationWarning, match=r"StoreWriter.open\(path\)"):
+        assert isinstance(KernelStore.open(path, mode="r+"), StoreWriter)
+    reader = KernelStore.open(path)
+    assert not isinstance(reader, StoreWriter) and not hasattr(reader, "write_block")
+    with pytest.warns(DeprecationWarning, match="moved to bigntk.store.KernelStore"):
+        from bigntk.build import KernelStore as old
+
+    assert old is KernelStore

@@ -53,8 +53,25 @@ class KernelStore:
     _MODE = "r"  # Zarr's open mode; the writer's is "r+"
 
     @classmethod
-    def open(cls, path: str) -> KernelStore:
-        """Open an existing store; raise :class:`NotAStoreError` if it is not one."""
+    def open(cls, path: str, mode: str | None = None) -> KernelStore:
+        """Open an existing store; raise :class:`NotAStoreError` if it is not one.
+
+        ``mode`` is deprecated: a store opened to be written is a
+        :class:`~bigntk.store.StoreWriter` (``StoreWriter.open(path)``).
+        """
+        if mode is not None and mode != cls._MODE:
+            import warnings
+
+            from bigntk.store._writer import StoreWriter
+
+            warnings.warn(
+                f"KernelStore.open(path, mode={mode!r}) is deprecated: readers get a read-only "
+                "KernelStore; open a store for writing with bigntk.store.StoreWriter.open(path).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if mode != "r":
+                return StoreWriter.open(path)
         if not (local_path(path).exists() if is_local(path) else path_exists(path)):
             raise FileNotFoundError(f"No kernel store at {path}: the path does not exist.")
         if lease_only(path):
@@ -80,6 +97,21 @@ class KernelStore:
                 f"{READABLE_FORMATS}. Rebuild it, or open it with the bigntk version that made it."
             )
         return cls(group, path)
+
+    @classmethod
+    def create_or_resume(cls, path: str, spec: dict, **kwargs: Any) -> tuple[Any, bool]:
+        """Deprecated here: :meth:`bigntk.store.StoreWriter.create_or_resume`."""
+        import warnings
+
+        from bigntk.store._writer import StoreWriter
+
+        warnings.warn(
+            "KernelStore.create_or_resume is deprecated: use "
+            "bigntk.store.StoreWriter.create_or_resume (readers get a read-only KernelStore).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return StoreWriter.create_or_resume(path, spec, **kwargs)
 
     # --- data -----------------------------------------------------------------------------
 
