@@ -187,6 +187,15 @@ def _worker_pids():
     return pids
 
 
+def _committed(path: str) -> int:
+    """Blocks committed so far; 0 while the driver is still creating the store (its group
+    exists before its attributes do)."""
+    try:
+        return int(KernelStore.open(path).committed().sum())
+    except (FileNotFoundError, NotAStoreError):
+        return 0
+
+
 def test_killed_worker_is_replaced_and_its_block_recomputed(tmp_path):
     params = bm.slow_mlp_params()
     x = bm.data(40)
@@ -201,10 +210,7 @@ def test_killed_worker_is_replaced_and_its_block_recomputed(tmp_path):
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.time() + 60
-    while time.time() < deadline and not (
-        os.path.exists(os.path.join(path, "zarr.json"))  # the store, not only its lease
-        and KernelStore.open(path).committed().sum() >= 2
-    ):
+    while time.time() < deadline and _committed(path) < 2:
         time.sleep(0.1)
     pids = _worker_pids()
     assert pids, "no worker process found"
