@@ -83,5 +83,6 @@ def test_solve_needs_targets_it_can_find(built, tmp_path, capsys):
     assert f"{N + 1} rows for a kernel of {N} examples" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--kind ntk2"):
         from bigntk._cli.solve import _kind
+        from bigntk.store import KernelStore
 
-        _kind(str(store), "ntk2")
+        _kind(KernelStore.open(str(store)), "ntk2")

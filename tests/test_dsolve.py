@@ -13,6 +13,7 @@ from bigntk.solve import DistributedKernel
 from bigntk.store import KernelStore
 from tests import builder_models as bm
 from tests.test_format_v2 import as_format_1
+from tests.test_solve import flat
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.xdist_group("ray")]
 
@@ -51,14 +52,6 @@ def ops(stores):
     yield held
     for op in held.values():
         op.close()
-
-
-def flat(kernel):
-    kernel = np.asarray(kernel, dtype=np.float64)
-    if kernel.ndim == 2:
-        return kernel
-    a, b, k, _ = kernel.shape
-    return kernel.transpose(0, 2, 1, 3).reshape(a * k, b * k)
 
 
 def chunk_bytes(path, kind, upper_only):

@@ -92,12 +92,17 @@ def test_verify_store_runs_the_store_checks(store, capsys):
     assert "--tolerance needs the build config" in capsys.readouterr().err
 
 
+def _flip_a_byte(path: str, chunk: str) -> None:
+    """Damage one chunk file of the store in place (one byte in its middle)."""
+    file = pathlib.Path(path) / chunk
+    raw = bytearray(file.read_bytes())
+    raw[len(raw) // 2] ^= 0x5A
+    file.write_bytes(bytes(raw))
+
+
 def test_verify_store_names_a_damaged_chunk(store, capsys):
     path, _ = store
-    chunk = pathlib.Path(path) / "ntk" / "c" / "0" / "1"
-    raw = bytearray(chunk.read_bytes())
-    raw[len(raw) // 2] ^= 0x5A
-    chunk.write_bytes(bytes(raw))
+    _flip_a_byte(path, "ntk/c/0/1")
     assert main(["verify", path]) == 1
     out = capsys.readouterr().out
     assert "FAIL block (0, 1) ntk unreadable: chunk (0, 1) of ntk cannot be read" in out
@@ -109,10 +114,7 @@ def test_verify_store_names_a_damaged_chunk(store, capsys):
 def test_verify_store_names_a_damaged_chunk_of_format_1(store, capsys):
     path, _ = store
     as_format_1(path)  # no CRC32C in the chunks: the recorded checksum finds it
-    chunk = pathlib.Path(path) / "ntk" / "c" / "0" / "1"
-    raw = bytearray(chunk.read_bytes())
-    raw[len(raw) // 2] ^= 0x5A
-    chunk.write_bytes(bytes(raw))
+    _flip_a_byte(path, "ntk/c/0/1")
     assert main(["verify", path]) == 1
     out = capsys.readouterr().out
     assert "FAIL block (0, 1) ntk differs: ntk checksum" in out

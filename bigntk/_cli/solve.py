@@ -71,14 +71,13 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def _kind(path: str, kind: str | None) -> str:
-    from bigntk.store import KernelStore
-
-    kinds = KernelStore.open(path).kinds
+def _kind(store: Any, kind: str | None) -> str:
+    """The kind to solve with: ``kind`` if ``store`` (a ``KernelStore``) holds it, else ntk."""
+    kinds = store.kinds
     if kind is None:
         return "ntk" if "ntk" in kinds else kinds[0]
     if kind not in kinds:
-        raise ConfigError(f"--kind {kind}: {path} holds {list(kinds)}; pass one of them.")
+        raise ConfigError(f"--kind {kind}: {store.path} holds {list(kinds)}; pass one of them.")
     return kind
 
 
@@ -112,7 +111,7 @@ def _solve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.set)
     store = KernelStore.open(config.path)
-    kind = _kind(config.path, args.kind)
+    kind = _kind(store, args.kind)
     y = _targets(config, args.targets, store.plan.n1)
     fitted = solve.fit(
         config.path, y, kind=kind, diag_reg=args.diag_reg, method="cg",
@@ -143,8 +142,9 @@ def _solve(args: argparse.Namespace) -> int:
 
 def _spectrum(args: argparse.Namespace) -> int:
     from bigntk import solve
+    from bigntk.store import KernelStore
 
-    kind = _kind(args.path, args.kind)
+    kind = _kind(KernelStore.open(args.path), args.kind)
     result = solve.eigh_topk(args.path, args.k, kind=kind, tol=args.tol,
                              distributed=not args.dask, address=args.address,
                              workers=args.workers)  # fmt: skip
