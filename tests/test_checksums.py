@@ -18,6 +18,9 @@ pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.xdist_group("r
 
 
 def _chunk(path, kind, bi, bj):
+    """The chunk file of block (bi, bj) (format 3: a diagonal block's packed one)."""
+    if bi == bj and (pathlib.Path(path) / ("diagonal_" + kind)).exists():
+        return pathlib.Path(path) / ("diagonal_" + kind) / "c" / str(bi) / "0"
     return pathlib.Path(path) / kind / "c" / str(bi) / str(bj)
 
 

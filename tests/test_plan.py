@@ -26,7 +26,9 @@ def test_symmetric_counts_and_bytes(tmp_path, n, block):
     assert e.plan.num_blocks == g * (g + 1) // 2
     assert e.kind_shapes == {"ntk": (n, n), "nngp": (n, n)}
     assert e.dtype == "float32"  # digits and stax params are float32, as in a real build
-    assert e.bytes_per_kind == {"ntk": n * n * 4, "nngp": n * n * 4}
+    # format 3 on disk: the upper chunks whole (Zarr pads edge chunks), the diagonal packed
+    stored = (g * (g - 1) // 2 * block * block + g * block * (block + 1) // 2) * 4
+    assert e.bytes_per_kind == {"ntk": stored, "nngp": stored}
     assert e.block_s is None and e.device_hours is None
     assert e.block_flops is not None and e.block_flops > 0
 
@@ -41,7 +43,8 @@ def test_rectangular_untraced_outputs_and_device_throughput(tmp_path):
     e = estimate(config, workers=4, flops_per_s=1e9, measure=False)
     assert e.plan.grid == (3, 2) and e.plan.num_blocks == 6
     assert e.kind_shapes == {"ntk": (24, 10, 10, 10)}
-    assert e.bytes_per_kind["ntk"] == 24 * 10 * 10 * 10 * np.dtype(e.dtype).itemsize
+    chunks = 3 * 2 * 8 * 8  # every chunk of the grid, whole (Zarr pads edge chunks)
+    assert e.bytes_per_kind["ntk"] == chunks * 10 * 10 * np.dtype(e.dtype).itemsize
     assert e.per_block_s == pytest.approx(e.block_flops / 1e9)
     assert e.device_hours == pytest.approx(6 * e.block_flops / 1e9 / 3600)
     assert e.wall_hours == pytest.approx(e.device_hours / 4)

@@ -57,7 +57,7 @@ def test_create_resume_refuse_overwrite(tmp_path):
 def test_write_block_stores_a_symmetric_block_once(tmp_path):
     dims = ("x1", "x2", "out1_1", "out1_2")
     store, _ = StoreWriter.create_or_resume(str(tmp_path / "k.zarr"), _spec(out=(2, 2), dims=dims))
-    assert store.format == 2 and not store.mirrored
+    assert store.format == 3 and not store.mirrored and store.packed
     block = np.arange(4 * 2 * 2 * 2, dtype=np.float32).reshape(4, 2, 2, 2)  # rows 0:4, cols 8:10
     store.write_block(0, 2, {"ntk": block})
     arr = store.array("ntk")
@@ -69,6 +69,10 @@ def test_write_block_stores_a_symmetric_block_once(tmp_path):
     np.testing.assert_array_equal(values[0:4, 8:10], block)
     sym = store.symmetrize(np.random.default_rng(0).standard_normal((4, 4, 2, 2)))
     np.testing.assert_array_equal(sym, sym.transpose(1, 0, 3, 2))
+    store.write_block(1, 1, {"ntk": sym.astype(np.float32)})  # format 3: packed, apart
+    assert np.isnan(arr[4:8, 4:8]).all() and not (tmp_path / "k.zarr" / "ntk" / "c" / "1" / "1").exists()
+    assert store.packed_array("ntk").shape == (3, 4 * 5 // 2, 2, 2)  # (grid, pairs, *out)
+    np.testing.assert_array_equal(values[4:8, 4:8], sym.astype(np.float32))
 
 
 def test_format_1_write_block_writes_the_transposed_mirror(tmp_path):
@@ -85,7 +89,7 @@ def test_format_1_write_block_writes_the_transposed_mirror(tmp_path):
     again, resumed = StoreWriter.create_or_resume(path, spec)  # a resume keeps format 1
     assert resumed and again.format == 1 and again.mirrored
     with pytest.raises(ValueError, match="format_version must be one of"):
-        StoreWriter.create_or_resume(str(tmp_path / "k3.zarr"), spec, format_version=3)
+        StoreWriter.create_or_resume(str(tmp_path / "k4.zarr"), spec, format_version=4)
 
 
 def test_mirror_permutation():

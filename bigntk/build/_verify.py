@@ -106,6 +106,8 @@ def check_store(store: Any, blocks: int, seed: int) -> tuple[list[Check], np.nda
 def _symmetry_note(store: Any) -> str:
     if store.mirrored:  # format 1: the mirrors are on disk
         return ", mirrors exactly transposed"
+    if store.packed:  # format 3: nothing stored twice, symmetric by construction
+        return ", each pair of examples stored once (exactly symmetric by construction)"
     return ", diagonal blocks exactly symmetric (each block stored once)"
 
 
@@ -304,7 +306,7 @@ def recompute(
         xb = (x1 if x2 is None else x2).read(c0, c1)[ci]
         values = compute(xa, xb)
         for kind in store.kinds:
-            arr = store.array(kind)
+            arr = store.values(kind)  # format 3: a diagonal block unpacked
             got = np.asarray(arr.oindex[r0 + ri] if plan.diagonal else arr.oindex[r0 + ri, c0 + ci])
             want = values[kind]
             tol = default_tolerance(arr.dtype) if tolerance is None else tolerance

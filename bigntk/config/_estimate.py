@@ -4,7 +4,8 @@ The estimate needs no Ray and writes nothing. It compiles the block program the
 workers would run (the same :class:`BlockKernel`) and reads from it:
 
 - the block count of the plan (symmetric builds count ``i <= j`` only);
-- the bytes each kind takes on disk (uncompressed; kernels compress little);
+- the bytes each kind takes on disk (uncompressed; kernels compress little): a
+  symmetric kernel stores each pair of examples once (store format 3);
 - the FLOPs of one block from XLA's cost analysis of the compiled program;
 - the seconds one block takes here, timed on the first block of real data
   (after compiling), unless ``measure=False``;
@@ -25,7 +26,7 @@ from bigntk._text import format_bytes
 from bigntk.build import BlockKernel, plan_layout, resolve_vmap_axes
 from bigntk.config._load import BuildConfig
 from bigntk.errors import BuildInputError
-from bigntk.store import Plan
+from bigntk.store import FORMAT_VERSION, Plan, stored_entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +143,9 @@ def estimate(
     skip = 1 if plan.diagonal else 2
     shapes = {kind: (*lead, *a.shape[skip:]) for kind, a in info.items()}
     dtype = np.dtype(next(iter(info.values())).dtype)
-    sizes = {kind: math.prod(s) * dtype.itemsize for kind, s in shapes.items()}
+    per_entry = {kind: math.prod(s[len(lead):]) * dtype.itemsize for kind, s in shapes.items()}
+    entries = stored_entries(FORMAT_VERSION, plan)
+    sizes = {kind: entries * size for kind, size in per_entry.items()}
     rows = x1.read(0, min(plan.block, plan.n1))
     cols = None if x2 is None else x2.read(0, min(plan.block, plan.n2))
     return Estimate(

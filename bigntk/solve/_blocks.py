@@ -8,7 +8,8 @@ products with many right-hand sides from memory.
 
 For a symmetric store it is given only upper blocks ``(bi, bj)``, ``bi <= bj``;
 an off-diagonal one serves both ``K_ij v_j`` and ``K_ji v_i = K_ijᵀ v_i``, so
-the mirror blocks (format 1 stores them) are never read.
+the mirror blocks (format 1 stores them) are never read; a format-3 diagonal
+block is read packed and unpacked in memory.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from bigntk.store import KernelStore
 
 
 class CountingStore(WrapperStore):
-    """A Zarr store that counts the bytes it returns (chunks and metadata)."""
+    """A Zarr store that counts the bytes of the chunks it returns (not the metadata:
+    ``zarr.json`` documents, a few kB whoever reads the store)."""
 
     def __init__(self, store):
         super().__init__(store)
@@ -34,13 +36,15 @@ class CountingStore(WrapperStore):
 
     async def get(self, key, prototype, byte_range=None):
         buffer = await super().get(key, prototype, byte_range)
-        if buffer is not None:
+        if buffer is not None and not key.endswith("zarr.json"):
             self.bytes_read += len(buffer)
         return buffer
 
     async def get_partial_values(self, prototype, key_ranges):
         buffers = await super().get_partial_values(prototype, key_ranges)
-        self.bytes_read += sum(len(b) for b in buffers if b is not None)
+        counted = [b for b, (key, _) in zip(buffers, key_ranges, strict=True)
+                   if b is not None and not key.endswith("zarr.json")]  # fmt: skip
+        self.bytes_read += sum(len(b) for b in counted)
         return buffers
 
 
@@ -81,17 +85,17 @@ class BlockServer:
 
     def __init__(self, path: str, kind: str, blocks: np.ndarray, symmetric: bool):
         start = time.perf_counter()
-        store = KernelStore.open(path)
-        stored = store.array(kind)
-        counting = CountingStore(stored.store)
-        array = zarr.open_array(store=counting, path=stored.path, mode="r")
+        opened = KernelStore.open(path)
+        counting = CountingStore(opened.array(kind).store)
+        group = zarr.open_group(store=counting, path=opened.group.path, mode="r")
+        store = KernelStore(group, opened.path)  # the same store, every read counted
         plan = store.plan
-        self.k = output_size(array.shape, kind)
+        self.k = output_size(store.array(kind).shape, kind)
         self.n = plan.n1
         self.blocks: list[Block] = []
         for bi, bj in np.asarray(blocks, dtype=int).reshape(-1, 2):
             (r0, r1), (c0, c1) = plan.rows(bi), plan.cols(bj)
-            data = flatten_block(np.asarray(array[r0:r1, c0:c1]), self.k)
+            data = flatten_block(store.block(kind, bi, bj), self.k)
             self.blocks.append(Block(r0, r1, c0, c1, symmetric and bi != bj, data))
         held = sum(b.data.nbytes for b in self.blocks)
         self.load = LoadInfo(len(self.blocks), counting.bytes_read, held,

@@ -3,8 +3,9 @@
 A store is one Zarr v3 group per build (see :mod:`bigntk.store._layout`). Readers
 use :class:`KernelStore` and :func:`open_kernel`; a build writes through
 :class:`StoreWriter`, under the path's writer lease (:func:`writer_lease`).
-Format 2 (new stores) keeps each block of a symmetric kernel once;
-:func:`mirror_lower_blocks` writes the rest for raw Zarr readers.
+Format 3 (new stores) keeps each pair of examples of a symmetric kernel once (the
+upper blocks, and the diagonal blocks packed); :func:`mirror_lower_blocks` writes
+the rest for raw Zarr readers.
 """
 
 from bigntk.store._checksum import ScanResult as ScanResult
@@ -16,6 +17,7 @@ from bigntk.store._layout import FORMAT_VERSION as FORMAT_VERSION
 from bigntk.store._layout import READABLE_FORMATS as READABLE_FORMATS
 from bigntk.store._layout import Plan as Plan
 from bigntk.store._layout import mirror_permutation as mirror_permutation
+from bigntk.store._layout import stored_entries as stored_entries
 from bigntk.store._lease import describe as describe_lease
 from bigntk.store._mirror import mirror_lower_blocks as mirror_lower_blocks
 from bigntk.store._paths import has_partial_files as has_partial_files
@@ -67,6 +69,7 @@ __all__ = [
     "scan",
     "source_urls",
     "spec_hash",
+    "stored_entries",
     "why_not_resumable",
     "writer_lease",
 ]

@@ -3,7 +3,7 @@
 Each worker returns, with a written block, the CRC-32 of the bytes it wrote
 for each kind: the block's values in the stored dtype, little-endian, C order,
 followed by its mirror's for an off-diagonal block of a format-1 symmetric build
-(format 2 stores no mirror). The
+(format 2 stores no mirror); a format-3 diagonal block's packed pairs. The
 driver records them next to the manifest, in arrays ``checksum_<kind>``
 (int64, the manifest's grid and chunks; ``-1``: none recorded), written
 before the manifest marks the block committed.
@@ -19,7 +19,7 @@ mirror's transpose: format 1's off-diagonal blocks, every format's diagonal
 blocks); :func:`uncommit` removes them from the manifest (and deletes their
 chunk files) so that a resumed build recomputes exactly those.
 
-Format 2 stores also end every kernel chunk with a CRC32C (Zarr's ``crc32c``
+Format 2 and 3 stores also end every kernel chunk with a CRC32C (Zarr's ``crc32c``
 codec): a damaged chunk fails any read, here reported ``'unreadable'``. The
 per-block checksums stay: they tie what is on disk to what the worker computed
 (a chunk rewritten whole, with a valid CRC32C, by anything but the build still
@@ -169,17 +169,24 @@ def _chunk_exists(arr: Any, coords: tuple[int, ...]) -> bool:
 
 
 def _regions(
-    store: Any, bi: int, bj: int, mirrors: bool | None = None
-) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
-    """``[(chunk coords, selection)]`` of a block and its mirror, if stored (or ``mirrors``)."""
-    plan = store.plan
+    store: Any, kind: str, bi: int, bj: int, mirrors: bool | None = None
+) -> list[tuple[Any, tuple[int, ...], tuple[slice | int, ...]]]:
+    """``[(array, chunk coords, selection)]`` of a block of ``kind``: its chunk, its mirror's
+    if stored (or ``mirrors``), or (format 3) its packed chunk in ``diagonal_<kind>``."""
+    plan, arr = store.plan, store.array(kind)
     (r0, r1), (c0, c1) = plan.rows(bi), plan.cols(bj)
     if plan.diagonal:
-        return [((bi,), (slice(r0, r1),))]
-    out = [((bi, bj), (slice(r0, r1), slice(c0, c1)))]
+        return [(arr, (bi,), (slice(r0, r1),))]
+    packed = store.packed_array(kind)
+    if packed is not None and bi == bj:
+        from bigntk.store._packed import packed_length
+
+        out = [(packed, (bi, 0), (bi, slice(0, packed_length(r1 - r0))))]
+        return out + [(arr, (bi, bi), ())] * bool(mirrors)  # mirror_lower_blocks wrote it
+    out = [(arr, (bi, bj), (slice(r0, r1), slice(c0, c1)))]
     mirrors = store.mirrored if mirrors is None else mirrors
     if mirrors and plan.symmetric and bi != bj:
-        out.append(((bj, bi), (slice(c0, c1), slice(r0, r1))))
+        out.append((arr, (bj, bi), (slice(c0, c1), slice(r0, r1))))
     return out
 
 
@@ -191,26 +198,29 @@ def check_block(
     ``symmetry``: in a symmetric build, also require the block to equal its
     mirror's transpose exactly (a diagonal block: its own), as the workers write them.
     """
-    arr = store.array(kind)
+    dtype = store.array(kind).dtype
     parts = []
-    for coords, selection in _regions(store, bi, bj):
+    regions = _regions(store, kind, bi, bj)
+    for arr, coords, selection in regions:
         if not _chunk_exists(arr, coords):
-            return Problem((bi, bj), kind, "missing", f"chunk {coords} of {kind} is missing")
+            detail = f"chunk {coords} of {arr.basename} is missing"
+            return Problem((bi, bj), kind, "missing", detail)
         try:
             parts.append(arr[selection])
         except Exception as e:
-            detail = f"chunk {coords} of {kind} cannot be read: {type(e).__name__}: {e}"
+            detail = f"chunk {coords} of {arr.basename} cannot be read: {type(e).__name__}: {e}"
             return Problem((bi, bj), kind, "unreadable", detail.splitlines()[0])
     bad = sum(int((~np.isfinite(p)).sum()) for p in parts)
     if bad:
         return Problem((bi, bj), kind, "nonfinite", f"{bad} NaN/inf values in {kind}")
     if expected != NONE:
-        got = checksum(*parts, dtype=arr.dtype)
+        got = checksum(*parts, dtype=dtype)
         if got != expected:
             detail = f"{kind} checksum {got:08x}, recorded {expected:08x}"
             return Problem((bi, bj), kind, "differs", detail)
     square = store.plan.symmetric and not store.plan.diagonal
-    if symmetry and square and (bi == bj or len(parts) == 2):  # format 2: no mirror stored
+    packed = store.packed and bi == bj  # format 3: symmetric by construction
+    if symmetry and square and not packed and (bi == bj or len(parts) == 2):
         from bigntk.store._layout import mirror_permutation
 
         mirrored = np.transpose(parts[-1], mirror_permutation(store.dims))
@@ -252,9 +262,8 @@ def uncommit(store: Any, blocks: np.ndarray) -> None:
     store.checksums.forget(blocks)
     store.commit(blocks, done)  # checksums first, then the manifest
     for kind in store.kinds:
-        arr = store.array(kind)
         for bi, bj in blocks.tolist():
-            for coords, _ in _regions(store, bi, bj, mirrors=True):
+            for arr, coords, _ in _regions(store, kind, bi, bj, mirrors=True):
                 key = arr.metadata.encode_chunk_key(coords + (0,) * (arr.ndim - len(coords)))
                 sync((arr.store_path / key).delete())
 

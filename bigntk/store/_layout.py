@@ -7,6 +7,8 @@ Layout::
                                 fill NaN; dimension_names set (xarray.open_zarr works)
     <path>/manifest             uint8 (grid rows, grid cols): 1 = block committed
     <path>/checksum_<kind>      int64 (grid rows, grid cols): CRC-32 of each committed block
+    <path>/diagonal_<kind>      format 3 symmetric builds: (grid, b (b + 1) / 2, *out), the
+                                diagonal blocks packed (``_packed``), one chunk per block
     <path>/solve/               solves and spectra of this kernel (bigntk solve): removed
                                 with the store on overwrite
 
@@ -18,7 +20,12 @@ each holding ``b`` numbers per output entry.
 
 Formats (``attrs["bigntk"]["format"]``):
 
-- **2** (new stores): a symmetric build stores each block once, ``bi <= bj``;
+- **3** (new stores): format 2, and a symmetric build stores each diagonal block
+  packed, its pairs of rows ``a <= b`` only (``_packed``), in ``diagonal_<kind>``;
+  the kernel array's diagonal chunks stay absent too. A symmetric kernel of
+  ``n`` rows then takes ``n (n + 1) / 2`` entries on disk per output entry: the
+  information it holds, half the dense matrix and ``n / 2`` more.
+- **2**: a symmetric build stores each block once, ``bi <= bj``;
   the chunks of the lower blocks stay absent (a raw Zarr or ``xarray.open_zarr``
   reader sees NaN there). ``open_kernel`` serves a lower block as the transpose
   (:func:`mirror_permutation`) of the stored upper one, so readers see an exactly
@@ -101,8 +108,8 @@ class Plan:
         return bj * self.block, min((bj + 1) * self.block, self.n2)
 
 
-FORMAT_VERSION = 2  # what new stores are written in
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3  # what new stores are written in
+READABLE_FORMATS = (1, 2, 3)
 MANIFEST = "manifest"
 MANIFEST_CHUNK = 512
 SOLVE_FOLDER = "solve"  # bigntk.solve's checkpoints and results of this kernel (not Zarr)
@@ -134,5 +141,28 @@ def mirrors_on_disk(format_version: int, plan: Plan) -> bool:
 
 
 def serves_mirrors(format_version: int, plan: Plan) -> bool:
-    """Whether a reader must build the lower blocks from the upper ones (format 2, symmetric)."""
+    """Whether a reader must build the lower blocks from the upper ones (formats 2-3, symmetric)."""
     return format_version >= 2 and plan.symmetric and not plan.diagonal
+
+
+def packs_diagonal(format_version: int, plan: Plan) -> bool:
+    """Whether the diagonal blocks are stored packed in ``diagonal_<kind>`` (format 3, symmetric)."""
+    return format_version >= 3 and plan.symmetric and not plan.diagonal
+
+
+def stored_entries(format_version: int, plan: Plan) -> int:
+    """Kernel entries (per output entry) in the chunks of a complete store of this format.
+
+    Zarr stores an edge chunk whole, so every chunk counts ``b^2`` entries (diagonal
+    builds: ``b``). Format 3 symmetric: the upper off-diagonal chunks and one packed
+    chunk per diagonal block, ``b (b + 1) / 2``; format 2: the upper chunks; otherwise
+    every chunk of the grid.
+    """
+    (g1, g2), b = plan.grid, plan.block
+    if plan.diagonal:
+        return g1 * b
+    if not serves_mirrors(format_version, plan):
+        return g1 * g2 * b * b
+    if packs_diagonal(format_version, plan):
+        return g1 * (g1 - 1) // 2 * b * b + g1 * (b * (b + 1) // 2)
+    return g1 * (g1 + 1) // 2 * b * b

@@ -1,4 +1,5 @@
-"""Writing out the lower blocks of a format-2 symmetric store, for raw Zarr readers."""
+"""Writing out the lower (and format 3's diagonal) blocks of a symmetric store, for raw
+Zarr readers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from bigntk.store._writer_lease import writer_lease
 
 
 def mirror_lower_blocks(path: str) -> int:
-    """Write the lower blocks of a complete format-2 symmetric store to disk; return how many.
+    """Write the lower blocks of a complete format-2/3 symmetric store to disk (format 3:
+    and the diagonal blocks, unpacked, into the kernel array); return how many blocks.
 
     For readers of the raw Zarr arrays (``xarray.open_zarr``, ``zarr``), which
     otherwise see NaN there; :func:`~bigntk.store.open_kernel` never needs them
@@ -39,4 +41,9 @@ def mirror_lower_blocks(path: str) -> int:
             for kind in store.kinds:
                 arr = store.array(kind)
                 arr[c0:c1, r0:r1] = np.transpose(arr[r0:r1, c0:c1], perm)
-        return len(upper)
+        diagonal = range(store.plan.grid[0]) if store.packed else range(0)
+        for bi in diagonal:
+            r0, r1 = store.plan.rows(bi)
+            for kind in store.kinds:
+                store.array(kind)[r0:r1, r0:r1] = store.block(kind, bi, bi)
+        return len(upper) + len(diagonal)

@@ -16,10 +16,12 @@ from bigntk.store._layout import (
     Plan,
     mirror_permutation,
     mirrors_on_disk,
+    packs_diagonal,
     serves_mirrors,
 )
+from bigntk.store._packed import packed_arrays
 from bigntk.store._paths import is_local, lease_only, local_path, path_exists
-from bigntk.store._symmetric import SymmetricArray, symmetric_dask
+from bigntk.store._symmetric import SymmetricArray, read_block, symmetric_dask
 
 
 class KernelStore:
@@ -46,6 +48,9 @@ class KernelStore:
         self.format: int = int(meta["format"])
         #: the mirrors of off-diagonal blocks are on disk (format 1 symmetric builds)
         self.mirrored: bool = mirrors_on_disk(self.format, self.plan)
+        #: the diagonal blocks are packed in ``diagonal_<kind>`` (format 3 symmetric builds)
+        self.packed: bool = packs_diagonal(self.format, self.plan)
+        self._packed = packed_arrays(group, self.kinds) if self.packed else {}
         self.checksums = ChecksumTable(group, self.kinds, self.plan.grid, self._manifest.chunks)
 
     # --- opening --------------------------------------------------------------------------
@@ -116,18 +121,33 @@ class KernelStore:
     # --- data -----------------------------------------------------------------------------
 
     def array(self, kind: str) -> zarr.Array:
-        """The stored Zarr array of ``kind`` (format 2 symmetric: lower blocks absent, NaN)."""
+        """The stored Zarr array of ``kind`` (symmetric builds: format 2's lower blocks and
+        format 3's lower and diagonal blocks absent, NaN)."""
         return self._arrays[kind]
+
+    def packed_array(self, kind: str) -> zarr.Array | None:
+        """Format 3 symmetric builds: ``diagonal_<kind>``, the packed diagonal blocks; else None."""
+        return self._packed.get(kind)
 
     def values(self, kind: str) -> zarr.Array | SymmetricArray:
         """The kernel ``(n1, n2, *out)`` of ``kind``, every block (indexing reads it).
 
-        The stored array, or for a format 2 symmetric build a :class:`SymmetricArray`
-        serving the lower blocks as transposes of the stored upper ones.
+        The stored array, or for a format 2/3 symmetric build a :class:`SymmetricArray`
+        serving the lower blocks as transposes of the stored upper ones (and format 3's
+        diagonal blocks unpacked).
         """
         if serves_mirrors(self.format, self.plan):
-            return SymmetricArray(self._arrays[kind], self.plan, self._mirror)
+            packed = self.packed_array(kind)
+            return SymmetricArray(self._arrays[kind], self.plan, self._mirror, packed)
         return self._arrays[kind]
+
+    def block(self, kind: str, bi: int, bj: int) -> np.ndarray:
+        """Stored block ``(bi, bj)`` of ``kind`` read whole (a packed diagonal block unpacked)."""
+        if self.plan.diagonal:
+            r0, r1 = self.plan.rows(bi)
+            return np.asarray(self._arrays[kind][r0:r1])
+        packed = self.packed_array(kind)
+        return read_block(self._arrays[kind], packed, self.plan, self._mirror, bi, bj)
 
     def committed(self) -> np.ndarray:
         """Boolean grid of committed blocks."""
@@ -154,10 +174,11 @@ def open_kernel(
     Returns:
         A lazy array (``xarray``: an ``xarray.DataArray`` around it) of shape
         ``(n1, n2, *out)`` (diagonal builds ``(n1, *out)``), one Dask chunk per block;
-        nothing is read until computed. A symmetric build (format 2) stores only the
-        blocks ``bi <= bj``: each lower chunk is read as the transpose of its stored
-        mirror, so the array is exactly symmetric. (``xarray.open_zarr`` or a raw
-        Zarr read of such a store sees NaN in the lower blocks;
+        nothing is read until computed. A symmetric build (format 2 and 3) stores only
+        the blocks ``bi <= bj``: each lower chunk is read as the transpose of its stored
+        mirror, and (format 3) each diagonal block unpacked from its stored pairs
+        ``a <= b``, so the array is exactly symmetric. (``xarray.open_zarr`` or a raw
+        Zarr read of such a store sees NaN in those blocks;
         :func:`bigntk.store.mirror_lower_blocks` writes them out for such readers.)
 
     Raises:
@@ -176,7 +197,8 @@ def open_kernel(
             "NaN for the missing entries."
         )
     if serves_mirrors(store.format, store.plan):
-        array = symmetric_dask(store.array(kind), store.plan, store._mirror)
+        packed = store.packed_array(kind)
+        array = symmetric_dask(store.array(kind), store.plan, store._mirror, packed)
     else:
         array = da.from_zarr(store.array(kind))
     return _as_xarray(array, store.dims) if xarray else array

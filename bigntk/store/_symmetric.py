@@ -1,7 +1,8 @@
-"""The full symmetric kernel of a format-2 store, whose lower blocks are not on disk.
+"""The full symmetric kernel of a format-2/3 store, whose lower blocks are not on disk.
 
 Each lower block ``(bi, bj)``, ``bi > bj``, is the transpose
-(:func:`mirror_permutation`) of the stored block ``(bj, bi)``:
+(:func:`mirror_permutation`) of the stored block ``(bj, bi)``; in format 3 each
+diagonal block is unpacked from its stored pairs (``_packed``):
 
 - :func:`symmetric_dask` (``open_kernel``): a Dask graph over the stored chunks,
   one task per block, a lower block a transpose task of its mirror's chunk, so a
@@ -23,16 +24,21 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from bigntk.store._layout import Plan
+from bigntk.store._packed import unpack, unpack_chunk
 
 
-def symmetric_dask(array: Any, plan: Plan, perm: tuple[int, ...]) -> da.Array:
+def symmetric_dask(
+    array: Any, plan: Plan, perm: tuple[int, ...], packed: Any = None
+) -> da.Array:
     """``(n, n, *out)`` lazy: the stored chunks, and the lower blocks as their transposes.
 
     One Dask chunk per block; the graph has one entry per block (a 489 x 489 grid,
-    10^6 rows in blocks of 2048, builds in about a second).
+    10^6 rows in blocks of 2048, builds in about a second). ``packed``: format 3's
+    ``diagonal_<kind>`` array, whose chunks the diagonal blocks are unpacked from.
     """
     src = da.from_zarr(array)
-    name = "bigntk-symmetric-" + tokenize(src.name, perm)
+    sources = [src] if packed is None else [src, da.from_zarr(packed)]
+    name = "bigntk-symmetric-" + tokenize(*(s.name for s in sources), perm)
     lead = (0,) * (array.ndim - 2)  # the output axes are one chunk each
     g = plan.grid[0]
     tasks: dict = {}
@@ -40,24 +46,37 @@ def symmetric_dask(array: Any, plan: Plan, perm: tuple[int, ...]) -> da.Array:
         for j in range(g):
             upper = (src.name, min(i, j), max(i, j), *lead)
             tasks[(name, i, j, *lead)] = upper if i <= j else (np.transpose, upper, perm)
-    graph = HighLevelGraph.from_collections(name, tasks, dependencies=[src])
+        if packed is not None:
+            rows = plan.rows(i)[1] - plan.rows(i)[0]
+            tasks[(name, i, i, *lead)] = (unpack_chunk, (sources[1].name, i, 0, *lead), rows, perm)
+    graph = HighLevelGraph.from_collections(name, tasks, dependencies=sources)
     return da.Array(graph, name, chunks=src.chunks, dtype=src.dtype)
+
+
+def read_block(array: Any, packed: Any, plan: Plan, perm: tuple[int, ...], bi: int, bj: int):
+    """Stored block ``(bi, bj)``, ``bi <= bj``, whole; a format-3 diagonal block unpacked."""
+    (r0, r1), (c0, c1) = plan.rows(bi), plan.cols(bj)
+    if packed is not None and bi == bj:
+        return unpack(np.asarray(packed[bi]), r1 - r0, perm)
+    return np.asarray(array[r0:r1, c0:c1])
 
 
 class SymmetricArray:
     """``(n, n, *out)``: the stored array with its lower blocks served from the upper ones.
 
     Args:
-        array: the stored Zarr array (upper blocks and the diagonal on disk).
+        array: the stored Zarr array (upper blocks and, format 2, the diagonal on disk).
         plan: the store's symmetric plan.
         perm: :func:`mirror_permutation` of the store's dims.
+        packed: format 3's ``diagonal_<kind>`` array (the diagonal blocks, packed), or None.
 
     Supports basic indexing (ints, slices with any step, ``...``) and
     ``oindex[rows, cols]`` with integer arrays on the first two axes.
     """
 
-    def __init__(self, array: Any, plan: Plan, perm: tuple[int, ...]):
-        self.array, self.plan, self.perm = array, plan, tuple(perm)
+    def __init__(self, array: Any, plan: Plan, perm: tuple[int, ...], packed: Any = None):
+        self.array, self.plan, self.perm, self.packed = array, plan, tuple(perm), packed
+        self._diagonal: tuple[int, np.ndarray] | None = None  # the last unpacked block
         self.shape = tuple(array.shape)
         self.dtype = array.dtype
         self.ndim = len(self.shape)
@@ -82,18 +101,25 @@ class SymmetricArray:
         """Rows ``rows`` and columns ``cols`` (sorted runs), the output axes by ``rest``."""
         b = self.plan.block
         if len(rows) and rows[0] // b == rows[-1] // b and cols[0] // b == cols[-1] // b:
-            return self._piece(rows, cols, rest, rows[0] // b > cols[0] // b)  # one block: no copy
+            return self._piece(rows, cols, rest, rows[0] // b, cols[0] // b)  # one block: no copy
         out = np.empty((len(rows), len(cols), *_lengths(rest, self.shape[2:])), self.dtype)
         for bi in np.unique(rows // b).tolist():
             ri = np.flatnonzero(rows // b == bi)
             for bj in np.unique(cols // b).tolist():
                 ci = np.flatnonzero(cols // b == bj)
-                out[ri[:, None], ci] = self._piece(rows[ri], cols[ci], rest, bi > bj)
+                out[ri[:, None], ci] = self._piece(rows[ri], cols[ci], rest, bi, bj)
         return out
 
-    def _piece(self, r: np.ndarray, c: np.ndarray, rest: tuple, lower: bool) -> np.ndarray:
-        """Rows ``r`` x columns ``c`` of one block; a lower block read as its mirror's transpose."""
-        if not lower:
+    def _piece(self, r: np.ndarray, c: np.ndarray, rest: tuple, bi: int, bj: int) -> np.ndarray:
+        """Rows ``r`` x columns ``c`` of block ``(bi, bj)``; a lower block read as its mirror's
+        transpose, a packed diagonal block unpacked (and kept for the next piece of it)."""
+        if self.packed is not None and bi == bj:
+            if self._diagonal is None or self._diagonal[0] != bi:
+                block = read_block(self.array, self.packed, self.plan, self.perm, bi, bi)
+                self._diagonal = (bi, block)
+            r0 = self.plan.rows(bi)[0]
+            return self._diagonal[1][np.ix_(r - r0, c - r0)][(slice(None), slice(None), *rest)]
+        if bi <= bj:
             return _take(self.array, r, c, rest)
         swapped = tuple(rest[self.perm[a] - 2] for a in range(2, self.ndim))
         return np.transpose(_take(self.array, c, r, swapped), self.perm)

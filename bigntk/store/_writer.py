@@ -27,7 +27,9 @@ from bigntk.store._layout import (
     READABLE_FORMATS,
     SOLVE_FOLDER,
     Plan,
+    packs_diagonal,
 )
+from bigntk.store._packed import PACKED_PREFIX, pack, packed_length
 from bigntk.store._paths import (
     creatable,
     entries,
@@ -73,8 +75,8 @@ class StoreWriter(KernelStore):
         ``overwrite``, a bigntk store made by another computation is replaced;
         the writer lease held at its path survives the replacement. Only a
         bigntk store is ever replaced. A resumed store keeps its format;
-        ``format_version`` (1 or 2) is that of a new store (1: for tests and
-        compatibility only).
+        ``format_version`` (1, 2 or 3) is that of a new store (1 and 2: for tests
+        and compatibility only).
 
         Returns:
             ``(store, resumed)``.
@@ -123,6 +125,17 @@ class StoreWriter(KernelStore):
                 dimension_names=layout["dims"],
                 compressors=chunk_codecs(version),
             )
+        if packs_diagonal(version, plan):
+            for kind in spec["kinds"]:
+                group.create_array(
+                    PACKED_PREFIX + kind,
+                    shape=(plan.grid[0], packed_length(plan.block), *out),
+                    chunks=(1, packed_length(plan.block), *out),
+                    dtype=layout["dtype"],
+                    fill_value=float("nan"),
+                    dimension_names=["block", "pair", *layout["dims"][2:]],
+                    compressors=chunk_codecs(version),
+                )
         grid = plan.grid
         group.create_array(
             MANIFEST,
@@ -144,7 +157,8 @@ class StoreWriter(KernelStore):
         return cls(group, path)
 
     def write_block(self, bi: int, bj: int, values: dict[str, np.ndarray]) -> dict[str, int]:
-        """Write one computed block (cropped) of every kind (format 1 symmetric: and its mirror).
+        """Write one computed block (cropped) of every kind (format 1 symmetric: and its mirror;
+        format 3: a diagonal block packed, see ``_packed``).
 
         Returns the CRC-32 of what was written, per kind (see ``_checksum``).
         """
@@ -156,6 +170,11 @@ class StoreWriter(KernelStore):
             if self.plan.diagonal:
                 arr[r0:r1] = block
                 sums[kind] = checksum(block, dtype=arr.dtype)
+                continue
+            if self.packed and bi == bj:
+                pairs = pack(block)
+                self._packed[kind][bi, : len(pairs)] = pairs
+                sums[kind] = checksum(pairs, dtype=arr.dtype)
                 continue
             arr[r0:r1, c0:c1] = block
             parts = [block]
@@ -199,7 +218,7 @@ class StoreWriter(KernelStore):
 
 
 def chunk_codecs(version: int) -> list:
-    """The bytes-to-bytes codecs of a kernel array: format 2 ends each chunk with a CRC32C."""
+    """The bytes-to-bytes codecs of a kernel array: formats 2-3 end each chunk with a CRC32C."""
     if version < 2:
         return []
     from zarr.codecs import Crc32cCodec
@@ -235,7 +254,7 @@ def _store_names(path: str) -> set[str]:
     meta = KernelStore.open(path).meta
     kinds = meta["spec"]["kinds"]
     names = {"zarr.json", MANIFEST, SOLVE_FOLDER, *kinds}
-    return names | {CHECKSUM_PREFIX + k for k in kinds}
+    return names | {prefix + k for k in kinds for prefix in (CHECKSUM_PREFIX, PACKED_PREFIX)}
 
 
 def _remove_store(store: StoreWriter) -> None:
