@@ -3,11 +3,13 @@
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_dsolve.py [--n 4096] [--block 512]
 
 Builds (or reuses) an NTK of a small MLP with ``bigntk.build_kernel`` (traced,
-symmetric, format-1 store: mirror blocks on disk), then measures in one run:
+symmetric; a new store is format 3: the upper blocks, and the diagonal ones packed),
+then measures in one run:
 
 * bytes read from the store per solve: both paths read through a Zarr store
   wrapper that counts the bytes of every chunk returned (the Dask kernel is
-  ``da.from_zarr`` of the counted array; the actors count their own reads);
+  ``open_kernel``'s graph over the counted arrays, each stored chunk read once per
+  pass; the actors count their own reads);
 * seconds per CG iteration (the same unpreconditioned solve, a fixed number of
   iterations) on both paths;
 * iterations and seconds to a relative residual of 1e-6 with no preconditioner,
@@ -41,7 +43,7 @@ from zarr.storage import WrapperStore
 import bigntk as nt
 from bigntk import stax
 from bigntk.errors import ConvergenceWarning
-from bigntk.store import KernelStore
+from bigntk.store import KernelStore, mirror_permutation
 
 
 class Counting(WrapperStore):
@@ -69,9 +71,11 @@ def build(path: str, n: int, block: int) -> float:
 
 
 def stored_bytes(path: str) -> tuple[int, int]:
-    """Bytes of all chunk files of ``ntk``, and of the upper blocks (bi <= bj) only."""
+    """Bytes of all chunk files of ``ntk``, and of the upper blocks (bi <= bj) only (format 3:
+    the packed diagonal blocks' chunks count in both)."""
+    packed = Path(path) / "diagonal_ntk" / "c"
+    total = upper = sum(f.stat().st_size for f in packed.rglob("*") if f.is_file())
     root = Path(path) / "ntk" / "c"
-    total = upper = 0
     for file in root.rglob("*"):
         if file.is_file():
             bi, bj = (int(p) for p in file.relative_to(root).parts[:2])
@@ -81,9 +85,19 @@ def stored_bytes(path: str) -> tuple[int, int]:
 
 
 def dask_kernel(path: str) -> tuple[da.Array, Counting]:
-    stored = KernelStore.open(path).array("ntk")
-    counting = Counting(stored.store)
-    return da.from_zarr(zarr.open_array(store=counting, path=stored.path, mode="r")), counting
+    """What ``open_kernel(path)`` returns, its reads counted (lower blocks served from the
+    stored upper ones, and format 3's diagonal blocks unpacked, as ``open_kernel`` does)."""
+    from bigntk.store._symmetric import symmetric_dask  # open_kernel's graph, on this store
+
+    opened = KernelStore.open(path)
+    counting = Counting(opened.array("ntk").store)
+    group = zarr.open_group(store=counting, path=opened.group.path, mode="r")
+    store = KernelStore(group, opened.path)
+    if store.plan.symmetric and not store.mirrored:
+        array = symmetric_dask(store.array("ntk"), store.plan, mirror_permutation(store.dims),
+                               store.packed_array("ntk"))  # fmt: skip
+        return array, counting
+    return da.from_zarr(store.array("ntk")), counting
 
 
 def per_iteration(kernel, y, iterations: int) -> dict:
