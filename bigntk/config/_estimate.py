@@ -143,7 +143,7 @@ def estimate(
     skip = 1 if plan.diagonal else 2
     shapes = {kind: (*lead, *a.shape[skip:]) for kind, a in info.items()}
     dtype = np.dtype(next(iter(info.values())).dtype)
-    per_entry = {kind: math.prod(s[len(lead):]) * dtype.itemsize for kind, s in shapes.items()}
+    per_entry = {kind: math.prod(s[len(lead) :]) * dtype.itemsize for kind, s in shapes.items()}
     entries = stored_entries(FORMAT_VERSION, plan)
     sizes = {kind: entries * size for kind, size in per_entry.items()}
     rows = x1.read(0, min(plan.block, plan.n1))

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from bigntk.store._packed import packed_length
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "checksum_"
@@ -179,8 +181,6 @@ def _regions(
         return [(arr, (bi,), (slice(r0, r1),))]
     packed = store.packed_array(kind)
     if packed is not None and bi == bj:
-        from bigntk.store._packed import packed_length
-
         out = [(packed, (bi, 0), (bi, slice(0, packed_length(r1 - r0))))]
         return out + [(arr, (bi, bi), ())] * bool(mirrors)  # mirror_lower_blocks wrote it
     out = [(arr, (bi, bj), (slice(r0, r1), slice(c0, c1)))]

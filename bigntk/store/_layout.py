@@ -146,7 +146,7 @@ def serves_mirrors(format_version: int, plan: Plan) -> bool:
 
 
 def packs_diagonal(format_version: int, plan: Plan) -> bool:
-    """Whether the diagonal blocks are stored packed in ``diagonal_<kind>`` (format 3, symmetric)."""
+    """Whether the diagonal blocks are stored packed, in ``diagonal_<kind>`` (format 3)."""
     return format_version >= 3 and plan.symmetric and not plan.diagonal
 
 

@@ -27,9 +27,7 @@ from bigntk.store._layout import Plan
 from bigntk.store._packed import unpack, unpack_chunk
 
 
-def symmetric_dask(
-    array: Any, plan: Plan, perm: tuple[int, ...], packed: Any = None
-) -> da.Array:
+def symmetric_dask(array: Any, plan: Plan, perm: tuple[int, ...], packed: Any = None) -> da.Array:
     """``(n, n, *out)`` lazy: the stored chunks, and the lower blocks as their transposes.
 
     One Dask chunk per block; the graph has one entry per block (a 489 x 489 grid,
@@ -45,10 +43,12 @@ def symmetric_dask(
     for i in range(g):
         for j in range(g):
             upper = (src.name, min(i, j), max(i, j), *lead)
-            tasks[(name, i, j, *lead)] = upper if i <= j else (np.transpose, upper, perm)
-        if packed is not None:
-            rows = plan.rows(i)[1] - plan.rows(i)[0]
-            tasks[(name, i, i, *lead)] = (unpack_chunk, (sources[1].name, i, 0, *lead), rows, perm)
+            if i == j and packed is not None:
+                rows = plan.rows(i)[1] - plan.rows(i)[0]
+                task = (unpack_chunk, (sources[1].name, i, 0, *lead), rows, perm)
+            else:
+                task = upper if i <= j else (np.transpose, upper, perm)
+            tasks[(name, i, j, *lead)] = task
     graph = HighLevelGraph.from_collections(name, tasks, dependencies=sources)
     return da.Array(graph, name, chunks=src.chunks, dtype=src.dtype)
 
