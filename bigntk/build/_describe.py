@@ -192,7 +192,9 @@ def _compute_identity(model: tuple, s1: Source, s2: Source | None, settings: Ker
     args = (settings.kinds, settings.trace_axes, settings.diagonal_axes, settings.vmap_axes,
             settings.implementation)  # fmt: skip
     try:
-        x = jax.ShapeDtypeStruct((settings.block, *s1.shape[1:]), s1.dtype)
+        # the stored shape and dtype of an entry, traced on the probe's few rows: a whole
+        # block would plan this process's memory for a block it never computes
+        x = jax.ShapeDtypeStruct((probe_rows(len(s1)), *s1.shape[1:]), s1.dtype)
         shapes = kernel_shapes(f, params, kwargs, *args, x, x)
         r1 = s1.read(0, probe_rows(len(s1)))
         r2 = None if layout["symmetric"] else (s2 or s1).read(0, probe_rows(len(s2 or s1)))

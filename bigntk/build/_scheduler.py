@@ -2,7 +2,8 @@
 
 :func:`run_blocks` starts the worker actors (a :class:`~bigntk.build._pool.WorkerPool`,
 which also holds the retry policy: dead actors replaced, deaths and failures
-counted per block), keeps a bounded number of blocks in flight (``ray.wait``),
+counted per block), keeps a bounded number of tasks in flight (``ray.wait``; a task is
+one block, or several when blocks are short),
 records finished blocks in the store's manifest in batches, shows progress
 (blocks, entries/s) and returns a :class:`BuildResult`.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 import sys
 import time
@@ -40,6 +42,12 @@ logger = logging.getLogger(__name__)
 _COMMIT_EVERY_S = 0.5
 _COMMIT_SHARE = 0.02
 _COMMIT_AT_MOST_S = 10.0
+# Tasks: blocks shorter than this are sent several to a task, so that the driver's ~5-10
+# ms per task (Ray's submission, wait and reply) stays under ~0.5% of a build whatever
+# a block costs (a cheap kernel on a GPU: tens of ms); timed on the last blocks.
+_TASK_SECONDS = 2.0
+_TASK_BLOCKS_AT_MOST = 64
+_TIMED_BLOCKS = 16
 
 
 @dataclasses.dataclass
@@ -194,27 +202,58 @@ def _entries(plan, block: tuple[int, int]) -> int:
 
 @dataclasses.dataclass
 class _Task:
-    """A block submitted to a worker: ``actor``, then in ``slot`` of the pool (it may
-    since have been replaced), was the ``order``-th submission of the run; ``alone``:
+    """Blocks submitted to a worker as one task: ``actor``, then in ``slot`` of the pool (it
+    may since have been replaced), was the ``order``-th submission of the run; ``alone``:
     the only task its actor was given (a suspect of an earlier death)."""
 
-    block: tuple[int, int]
+    blocks: tuple[tuple[int, int], ...]
     slot: int
     actor: Any
     order: int
     alone: bool = False
 
 
-class _Schedule:
-    """The pending blocks run on a pool's actors, a bounded number in flight.
+class _TaskSize:
+    """Blocks per task, from the blocks' measured seconds: tasks of ``_TASK_SECONDS`` or more.
 
-    Results are recorded in ``done`` and committed to the store's manifest in
-    batches. A block whose task raised is requeued until the pool's failure
-    count stops the build. A dead actor is replaced and its blocks requeued;
-    its death is counted against its block if it had one in flight, else its
-    blocks become suspects, each rerun alone on an idle actor so that a block
-    that kills its worker is named for sure. On
-    :class:`~bigntk.errors.BlockFailedError` what is done is committed first.
+    The driver's cost is per task (a Ray submission, ``ray.wait``, the reply), so
+    blocks much shorter than a task are sent several at a time. Until a block has
+    been timed, and for blocks of ``_TASK_SECONDS`` or more, a task is one block.
+    The size never leaves a worker without a queued task: with ``pending`` blocks
+    left over ``slots`` in-flight places, at most ``pending / slots`` per task.
+    """
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self.seconds: deque[float] = deque(maxlen=_TIMED_BLOCKS)
+
+    def record(self, stats: list[dict[str, Any]]) -> None:
+        """Seconds of each block a task computed (its worker's read, compute and write)."""
+        for s in stats:
+            self.seconds.append(s.get("read_s", 0.0) + s.get("compute_s", 0.0)
+                                + s.get("write_s", 0.0))  # fmt: skip
+
+    def __call__(self, pending: int) -> int:
+        if not self.seconds:
+            return 1
+        block_s = float(np.median(self.seconds))
+        wanted = math.ceil(_TASK_SECONDS / max(block_s, 1e-6) - 1e-9)  # tasks of at least that
+        return max(1, min(wanted, _TASK_BLOCKS_AT_MOST, pending // self.slots))
+
+
+class _Schedule:
+    """The pending blocks run on a pool's actors, a bounded number of tasks in flight.
+
+    A task is one block or several (:class:`_TaskSize`). Results are recorded in
+    ``done`` and committed to the store's manifest in batches. A task of one
+    block that raised is requeued until the pool's failure count stops the
+    build; a task of several that raised is split, each block requeued alone
+    (a ``single``), so that a failure is always counted against its own block.
+    A dead actor is replaced and its blocks requeued; its death is counted
+    against its block if it had one in flight, else its blocks become suspects,
+    each rerun alone on an idle actor so that a block that kills its worker is
+    named for sure. On :class:`~bigntk.errors.BlockFailedError` what is done is
+    committed first.
     """
 
     def __init__(self, store, done: np.ndarray, pending: deque, pool: WorkerPool, bar, skipped):
@@ -223,7 +262,9 @@ class _Schedule:
         self.in_flight: dict[Any, _Task] = {}
         self.load = [0] * len(pool.actors)
         self.limit = 2 * len(pool.actors)
+        self.size = _TaskSize(self.limit)
         self.suspects: set[tuple[int, int]] = set()
+        self.singles: set[tuple[int, int]] = set()
         self.submitted = 0
         self.to_commit: list[tuple[int, int]] = []
         self.started = self.last_commit = time.perf_counter()
@@ -248,17 +289,27 @@ class _Schedule:
     def _submit(self) -> None:
         """Pending blocks to the least loaded actors, up to the in-flight limit."""
         while self.pending and len(self.in_flight) < self.limit:
-            block = self.pending[0]
-            alone = block in self.suspects
+            alone = self.pending[0] in self.suspects
             slot = self._slot(alone)
             if slot is None:  # a suspect waits for an idle actor
                 return
-            self.pending.popleft()
+            blocks = self._take(self.size(len(self.pending)))
             actor = self.pool.actors[slot]
-            ref = actor.compute.remote(*map(int, block))
-            self.in_flight[ref] = _Task(block, slot, actor, self.submitted, alone)
+            ref = actor.compute_blocks.remote([tuple(map(int, b)) for b in blocks])
+            self.in_flight[ref] = _Task(blocks, slot, actor, self.submitted, alone)
             self.submitted += 1
             self.load[slot] += 1
+
+    def _take(self, size: int) -> tuple[tuple[int, int], ...]:
+        """The next task's blocks: up to ``size`` from the front of the queue; a suspect or a
+        single goes alone (and a group stops before one)."""
+        blocks = [self.pending.popleft()]
+        lone = self.suspects | self.singles
+        if blocks[0] in lone:
+            return tuple(blocks)
+        while self.pending and len(blocks) < size and self.pending[0] not in lone:
+            blocks.append(self.pending.popleft())
+        return tuple(blocks)
 
     def _slot(self, alone: bool) -> int | None:
         """The least loaded actor's slot (``alone``: an idle one), None if none fits."""
@@ -269,7 +320,7 @@ class _Schedule:
         return min(free, key=self.load.__getitem__) if free else None
 
     def _collect(self, ref: Any) -> None:
-        """One finished task: record its block, or requeue it, or stop the build."""
+        """One finished task: record its blocks, or requeue them, or stop the build."""
         import ray
 
         task = self.in_flight.pop(ref)
@@ -279,25 +330,36 @@ class _Schedule:
         except ray.exceptions.RayActorError as e:
             self._lost(task, e)
         except ray.exceptions.RayTaskError as e:
-            self.pool.count_failure(task.block, e)  # raises after the last retry
-            self.pending.append(task.block)
+            if len(task.blocks) > 1:  # which block raised is unknown: each reruns alone
+                self.singles.update(task.blocks)
+                self.pending.extendleft(reversed(task.blocks))
+                return
+            self.pool.count_failure(task.blocks[0], e)  # raises after the last retry
+            self.pending.append(task.blocks[0])
         else:
-            self.suspects.discard(task.block)
-            self.done[task.block] = True
-            self.store.checksums.record(task.block, stats.get("checksums"))
-            self.to_commit.append(task.block)
-            self.computed += 1
-            self.entries += _entries(self.plan, task.block)
-            self.bar.update(1)
+            self.size.record(stats)
+            for block, block_stats in zip(task.blocks, stats, strict=True):
+                self._record(block, block_stats)
+
+    def _record(self, block: tuple[int, int], stats: dict[str, Any]) -> None:
+        """A computed block: marked done, its checksums kept, to be committed."""
+        self.suspects.discard(block)
+        self.singles.discard(block)
+        self.done[block] = True
+        self.store.checksums.record(block, stats.get("checksums"))
+        self.to_commit.append(block)
+        self.computed += 1
+        self.entries += _entries(self.plan, block)
+        self.bar.update(1)
 
     def _lost(self, task: _Task, error: BaseException) -> None:
-        """``task``'s actor died: requeue its block; replace the actor, counting the death."""
-        self.pending.appendleft(task.block)
+        """``task``'s actor died: requeue its blocks; replace the actor, counting the death."""
+        self.pending.extendleft(reversed(task.blocks))
         if not self.pool.holds(task.slot, task.actor):  # a later task of an actor replaced
             return
         self.pool.replace(task.slot)
         on_it = [t for t in self.in_flight.values() if t.actor is task.actor]
-        blocks = [t.block for t in sorted([task, *on_it], key=lambda t: t.order)]
+        blocks = [b for t in sorted([task, *on_it], key=lambda t: t.order) for b in t.blocks]
         if len(blocks) > 1:
             self.suspects.update(blocks)
         self.pool.count_death(blocks, error)  # raises after max_deaths

@@ -98,7 +98,9 @@ def dim_names(spec: Any) -> list[str]:
 #: here: 2 CPU cores ran the SD block program of a 784-512-512-10 FCN at ~75 GFLOP/s).
 DEVICE_FLOPS = {"cpu": 5e10, "gpu": 2e13, "tpu": 5e13}
 #: A block should take at least this long, so that the driver's ~3-10 ms per block
-#: (Ray round trip, manifest commit) stays under 1% of the build.
+#: (Ray round trip, manifest commit) stays under 1% of the build. Blocks that the chunk cap
+#: keeps shorter (a cheap kernel on a fast device) are sent several to a task by the
+#: scheduler (``bigntk.build._scheduler._TASK_SECONDS``), timed on the workers.
 BLOCK_SECONDS = 1.0
 #: Bytes of one stored chunk (a block of one kind): Dask reads best at ~10-250 MB.
 MIN_CHUNK_BYTES = 16 * 2**20

@@ -1,8 +1,9 @@
 """The Ray actor that computes blocks and writes them to the store.
 
 Each actor builds its model and the compiled kernel program once, reads its own
-input rows from the data sources, computes a block, writes it (and, in a format-1 store, its mirror)
-to the store, and returns only small statistics to the driver.
+input rows from the data sources, computes a block (or several, one task of the
+driver's), writes it (and, in a format-1 store, its mirror) to the store, and
+returns only small statistics to the driver.
 """
 
 from __future__ import annotations
@@ -84,3 +85,12 @@ class BlockWorker:
         sums = self.store.write_block(bi, bj, values)
         t3 = time.perf_counter()
         return {"read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2, "checksums": sums}
+
+    def compute_blocks(self, blocks: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        """:meth:`compute` each of ``blocks`` in turn (one task for several blocks); their stats.
+
+        A block that raises ends the task; the blocks before it were written but are
+        not committed by the driver, which reruns them (see
+        :mod:`bigntk.build._scheduler`).
+        """
+        return [self.compute(int(bi), int(bj)) for bi, bj in blocks]
