@@ -274,7 +274,7 @@ def main() -> None:
     unique = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     print(result.summary(), flush=True)
     record["build"] = {
-        "block": block, "blocks": result.total, "wall_s": wall,
+        "block": block, "blocks": result.total, "tasks": result.tasks, "wall_s": wall,
         "builder_wall_s": result.wall_s, "workers_start_s": result.workers_start_s,
         "computed_entries": computed_entries(n1, n2, block, symmetric),
         "result_entries": result.entries, "unique_entries": unique,

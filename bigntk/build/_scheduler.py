@@ -63,6 +63,8 @@ class BuildResult:
         ray_start_s: time spent starting Ray (0 when it was already running).
         workers_start_s: time until every worker actor was ready (part of ``wall_s``).
         entries: kernel entries (rows × columns) computed by this run.
+        tasks: Ray tasks the blocks were sent in (several short blocks make one task;
+            retried tasks count again).
     """
 
     path: str
@@ -73,6 +75,7 @@ class BuildResult:
     ray_start_s: float
     workers_start_s: float
     entries: int
+    tasks: int = 0
 
     @property
     def entries_per_s(self) -> float:
@@ -116,7 +119,7 @@ def run_blocks(
     show = progress and sys.stderr.isatty()
     bar = tqdm(total=plan.num_blocks, initial=skipped, unit="block", disable=not show,
                desc="bigntk build", dynamic_ncols=True)  # fmt: skip
-    computed = entries = 0
+    computed = entries = tasks = 0
     workers_start_s = 0.0
     if pending:
         new_actor = _actor_factory(store, model, sources, placement)
@@ -128,6 +131,7 @@ def run_blocks(
             workers_start_s = time.perf_counter() - start
             schedule = _Schedule(store, done, pending, pool, bar, skipped)
             computed, entries = schedule.run()
+            tasks = schedule.submitted
             store.update_meta(
                 timings={
                     "last_run_s": time.perf_counter() - start,
@@ -142,7 +146,7 @@ def run_blocks(
     bar.close()
     wall_s = time.perf_counter() - start
     result = BuildResult(store.path, plan.num_blocks, computed, skipped, wall_s, ray_start_s,
-                         workers_start_s, entries)  # fmt: skip
+                         workers_start_s, entries, tasks)  # fmt: skip
     (tqdm.write if show else logger.info)(result.summary())
     return result
 
