@@ -18,7 +18,7 @@ Ray, and reports:
   ``rows x cols`` entries, as a worker computes them; mirrors are not computed);
 * the driver's CPU time during the build (``time.process_time()``, all its threads,
   less the CPU time of this script's two monitoring threads) as a fraction of the
-  build's wall time;
+  build's wall time, and by thread (from ``/proc/self/task``, by thread name);
 * peak resident memory of the driver and of the Ray worker processes (psutil,
   sampled every 0.5 s in a thread);
 * bytes on disk (allocated blocks of every file of the store, as ``du``);
@@ -29,7 +29,8 @@ Ray, and reports:
   ``SolveInfo.passes`` counts them) and the bytes they read (passes x bytes on disk).
 
 Writes ``benchmarks/results-large-n<N>.json`` and prints a Markdown row for
-``benchmarks/RESULTS.md``. The store is deleted at the end unless ``--keep``.
+``benchmarks/RESULTS.md``. The store is deleted at the end unless ``--keep``; a store an
+earlier run kept at the same path is deleted first (it would answer as complete).
 """
 
 from __future__ import annotations
@@ -58,6 +59,35 @@ from bigntk.solve import fit
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads, summed by name (Linux ``/proc``; else {}): a
+    Python thread's own name, else the native one (Ray's and XLA's C++ threads)."""
+    out: dict[str, float] = {}
+    named = {str(t.native_id): t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = named.get(tid, name)
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def thread_cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds by thread name between two :func:`thread_cpu` snapshots, largest first."""
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    return {k: round(v, 3) for k, v in sorted(delta.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
 class PeakRSS:
     """Peak resident bytes of this process and of its Ray worker descendants (a thread)."""
 
@@ -65,7 +95,7 @@ class PeakRSS:
         self.every, self.driver, self.worker, self.workers_total = every, 0, 0, 0
         self.cpu_s = 0.0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-rss")
 
     def __enter__(self) -> PeakRSS:
         self._thread.start()
@@ -102,7 +132,7 @@ class Progress:
     def __init__(self, path: str, record: dict, rss: PeakRSS, n: int, every: float = 30.0):
         self.path, self.record, self.rss, self.n, self.every = path, record, rss, n, every
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-progress")
         self.start, self.cpu = time.perf_counter(), time.process_time()
         self.cpu_s = 0.0
         record["progress"] = []
@@ -224,6 +254,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
     path = os.path.abspath(os.path.join(args.out, f"n{args.n}.zarr"))
+    if os.path.exists(path):  # a store kept by an earlier run would answer as complete
+        nt.open_kernel(path)  # raises unless it is a bigntk store: nothing else is removed
+        print(f"removing the store of an earlier run: {path}", flush=True)
+        shutil.rmtree(path)
     config = load_config(
         args.config,
         [f"data.x1.shape=[{args.n},784]", f"output.path={path}", "output.overwrite=true"],
@@ -260,10 +294,11 @@ def main() -> None:
 
     ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     try:
-        drv_cpu, start = time.process_time(), time.perf_counter()
+        drv_cpu, start, threads = time.process_time(), time.perf_counter(), thread_cpu()
         with PeakRSS() as rss, Progress(path, record, rss, args.n) as progress:
             result = nt.build_kernel(f, params, s1, s2, progress=False, **kw)
         wall = time.perf_counter() - start
+        threads = thread_cpu_delta(threads, thread_cpu())
         monitors = rss.cpu_s + progress.cpu_s  # the benchmark's own threads, not the driver's
         drv_cpu = time.process_time() - drv_cpu - monitors
     finally:
@@ -283,6 +318,7 @@ def main() -> None:
         "driver_peak_rss_mib": rss.driver / 2**20, "worker_peak_rss_mib": rss.worker / 2**20,
         "workers_total_peak_rss_mib": rss.workers_total / 2**20,
         "driver_cpu_per_block_ms": 1e3 * drv_cpu / max(1, result.computed),
+        "driver_threads_cpu_s": threads,  # by thread name, 10 ms ticks, threads alive at the end
     }  # fmt: skip
 
     save(record, args.n)

@@ -50,23 +50,27 @@ def kernel_shapes(
 
 
 def kernel_probe(
-    f, params, kwargs, kinds, trace_axes, diagonal_axes, vmap_axes, implementation, x1, x2,
-    entries: int = 512,
-) -> dict[str, list[float]]:  # fmt: skip
-    """``{kind: values}``: the kernels of a few rows ``x1, x2`` (``x2`` None: ``K(x1, x1)``).
+    f, params, kwargs, kinds, trace_axes, diagonal_axes, vmap_axes, implementation, x1, x2
+) -> dict[str, np.ndarray]:
+    """``{kind: kernel}`` of a few rows ``x1, x2`` (``x2`` None: ``K(x1, x1)``), computed here.
 
-    At most ``entries`` values per kind (the first, flattened), as plain floats for the
-    store's attributes. AUTO is computed by JACOBIAN_CONTRACTION: the probe is compared
-    to a tolerance, never bit for bit.
+    AUTO is computed by JACOBIAN_CONTRACTION: the probe is compared to a tolerance, never
+    bit for bit. Its shapes and dtypes are those of every block (trailing axes).
     """
     impl = as_implementation(implementation)
     if impl == NtkImplementation.AUTO:
         impl = NtkImplementation.JACOBIAN_CONTRACTION
     kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, impl)
     out = kernel_fn(x1, x2, tuple(kinds), params, **kwargs)._asdict()
+    return {kind: np.asarray(value) for kind, value in out.items()}
+
+
+def probe_values(kernels: dict[str, np.ndarray], entries: int = 512) -> dict[str, list[float]]:
+    """At most ``entries`` values per kind of :func:`kernel_probe`'s kernels (the first,
+    flattened), as plain floats for the store's attributes."""
     return {
         kind: np.ravel(np.asarray(value, np.float64))[:entries].tolist()
-        for kind, value in out.items()
+        for kind, value in kernels.items()
     }
 
 

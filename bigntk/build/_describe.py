@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from bigntk.build._compute import kernel_probe, kernel_shapes
+from bigntk.build._compute import kernel_probe, probe_values
 from bigntk.build._data import Source
 from bigntk.build._identity import params_fingerprint, probe_rows, program_fingerprint
 from bigntk.build._settings import KernelSettings
@@ -192,20 +192,16 @@ def _compute_identity(model: tuple, s1: Source, s2: Source | None, settings: Ker
     args = (settings.kinds, settings.trace_axes, settings.diagonal_axes, settings.vmap_axes,
             settings.implementation)  # fmt: skip
     try:
-        # the stored shape and dtype of an entry, traced on the probe's few rows: a whole
-        # block would plan this process's memory for a block it never computes
-        x = jax.ShapeDtypeStruct((probe_rows(len(s1)), *s1.shape[1:]), s1.dtype)
-        shapes = kernel_shapes(f, params, kwargs, *args, x, x)
         r1 = s1.read(0, probe_rows(len(s1)))
         r2 = None if layout["symmetric"] else (s2 or s1).read(0, probe_rows(len(s2 or s1)))
-        values = kernel_probe(f, params, kwargs, *args, r1, r2)
+        kernels = kernel_probe(f, params, kwargs, *args, r1, r2)
         program = program_fingerprint(f, params, kwargs, s1.shape[1:], s1.dtype)
     except BigNTKError:
         raise
     except (TypeError, ValueError) as e:  # vmap_axes, dtypes jacrev refuses, ...
         raise BuildInputError(f"The kernel settings do not fit f: {e}") from e
-    first = shapes[settings.kinds[0]]
+    first = kernels[settings.kinds[0]]  # a block's trailing shape and dtype
     layout["out_shape"] = list(first.shape[1 if settings.diagonal else 2 :])
     layout["dtype"] = str(first.dtype)
     model_fingerprints = {"program": program, "params": params_fingerprint(params)}
-    return model_fingerprints, {"dtype": layout["dtype"], "values": values}
+    return model_fingerprints, {"dtype": layout["dtype"], "values": probe_values(kernels)}

@@ -162,6 +162,9 @@ def _actor_factory(
     model_ref = ray.put(model)
     actor_cls = ray.remote(BlockWorker).options(
         **placement.options,
+        # no per-task events to the GCS (the dashboard's task table): a build sends one
+        # task per block or group of blocks, up to 10^5-10^6 of them, and reads none back
+        enable_task_events=False,
         runtime_env={"env_vars": {**_worker_env(), **placement.env,
                                   **forwarded_env([store.path, *source_urls(s1, s2)])}},
     )  # fmt: skip
