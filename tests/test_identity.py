@@ -131,6 +131,27 @@ def test_scan_checks_finiteness_in_the_same_pass():
         MemorySource(x).scan("x1")
 
 
+def test_scan_fast_path_keeps_the_hash_and_every_refusal():
+    """The full scan hashes the rows' bytes as they were always hashed (stores made before
+    keep their identity), and its finite-sum shortcut neither refuses finite data whose sum
+    overflows nor lets a NaN, +inf or -inf through."""
+    import hashlib
+
+    big = np.full((9, 3), 3e38, np.float32)  # finite, but its float32 sum is inf
+    big[4, 0] = -3e38
+    half = np.full((4, 2), 6e4, np.float16)  # float16's largest is 65504
+    for x in (big, half, np.arange(12.0).reshape(4, 3).astype(">f8")):
+        src = MemorySource(x)
+        want = hashlib.sha256(f"full{src.shape}{src.dtype}".encode())
+        want.update(np.ascontiguousarray(src.read(0, len(src))).tobytes())
+        assert src.scan("x1") == want.hexdigest()[:16]
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.ones((5, 2), np.float32)
+        x[3, 1] = bad
+        with pytest.raises(BuildInputError, match=r"at index \(3, 1\)"):
+            MemorySource(x).scan("x1")
+
+
 def test_equal_settings_spelled_differently_are_one_spec():
     spell = lambda t, d=(): tuple(output_axes(2, t, d)[1:])  # noqa: E731
     assert spell(-1) == spell([-1]) == spell((-1,)) == spell((1,)) == spell([1, -1])

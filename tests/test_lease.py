@@ -303,7 +303,7 @@ _DRIVER = textwrap.dedent(
     import sys, cloudpickle, bigntk as nt
     from tests import builder_models as bm
     cloudpickle.register_pickle_by_value(bm)
-    nt.build_kernel(bm.slow_mlp_fn, bm.slow_mlp_params(), bm.data(40), path=sys.argv[1],
+    nt.build_kernel(bm.slow_mlp_fn, bm.slow_mlp_params(), bm.data(64), path=sys.argv[1],
                     block_size=8, vmap_axes=0, progress=False)
     """
 )
@@ -325,7 +325,7 @@ def test_second_driver_refused_then_sigkilled_holder_does_not_block_resume(tmp_p
             time.sleep(0.1)
         assert proc.poll() is None and committed >= 2, "the first build finished or never started"
         with jax.enable_x64(False):  # the first driver's float32 parameters, bit for bit
-            params, x = bm.slow_mlp_params(), bm.data(40)
+            params, x = bm.slow_mlp_params(), bm.data(64)  # 36 blocks: ~5 s left to refuse in
         kw = dict(path=path, block_size=8, vmap_axes=0, progress=False)
         with pytest.raises(StoreLockedError, match=f"pid {proc.pid}"):
             nt.build_kernel(bm.slow_mlp_fn, params, x, **kw)
@@ -335,7 +335,7 @@ def test_second_driver_refused_then_sigkilled_holder_does_not_block_resume(tmp_p
         proc.wait()
     assert holder(path)["pid"] == proc.pid  # the dead holder's lease is still there
     result = nt.build_kernel(bm.slow_mlp_fn, params, x, **kw)
-    assert result.skipped >= 2 and result.computed + result.skipped == 15
+    assert result.skipped >= 2 and result.computed + result.skipped == 36
     assert holder(path) is None  # released at the end
     want = nt.empirical_ntk_fn(bm.slow_mlp_fn, vmap_axes=None)(x, None, params)
     np.testing.assert_allclose(nt.open_kernel(path).compute(), want, rtol=2e-5, atol=1e-5)

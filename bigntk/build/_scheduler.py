@@ -284,7 +284,7 @@ class _Schedule:
         try:
             while self.pending or self.in_flight:
                 self._submit()
-                ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=1.0)
+                ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=self._timeout())
                 for ref in ready:
                     self._collect(ref)
                 self._commit_if_due()
@@ -371,12 +371,26 @@ class _Schedule:
             self.suspects.update(blocks)
         self.pool.count_death(blocks, error)  # raises after max_deaths
 
-    def _commit_if_due(self) -> None:
-        """Commit finished blocks when none is in flight, and every ``_COMMIT_EVERY_S`` s, or
-        ``_COMMIT_SHARE`` of the elapsed build (at most ``_COMMIT_AT_MOST_S``) if longer."""
+    def _every(self, now: float) -> float:
+        """Seconds between commits: ``_COMMIT_EVERY_S``, or ``_COMMIT_SHARE`` of the elapsed
+        build if longer, at most ``_COMMIT_AT_MOST_S``."""
+        return min(max(_COMMIT_EVERY_S, _COMMIT_SHARE * (now - self.started)), _COMMIT_AT_MOST_S)
+
+    def _timeout(self) -> float:
+        """How long to wait for a task: until the next commit is due, if one is waiting.
+
+        Nothing else needs the loop between results (a lost lease is seen at the next
+        commit), so an idle driver wakes at most every ``_COMMIT_AT_MOST_S``.
+        """
+        if not self.to_commit:
+            return _COMMIT_AT_MOST_S
         now = time.perf_counter()
-        every = min(max(_COMMIT_EVERY_S, _COMMIT_SHARE * (now - self.started)), _COMMIT_AT_MOST_S)
-        late = now - self.last_commit > every
+        return min(max(0.0, self.last_commit + self._every(now) - now) + 1e-3, _COMMIT_AT_MOST_S)
+
+    def _commit_if_due(self) -> None:
+        """Commit finished blocks when none is in flight, and every :meth:`_every` seconds."""
+        now = time.perf_counter()
+        late = now - self.last_commit > self._every(now)
         if not self.to_commit or not (late or not self.in_flight):
             return
         self.store.commit(np.array(self.to_commit), self.done)

@@ -68,6 +68,7 @@ class ChecksumTable:
         self.group, self.kinds, self.grid = group, tuple(kinds), tuple(grid)
         self.chunks = tuple(chunks)
         self._grids: dict[str, np.ndarray] | None = None
+        self._arrays: dict[str, Any] = {}  # opened once: a commit writes, never reopens
 
     @staticmethod
     def create(group: Any, kinds: Iterable[str], grid: tuple[int, int], chunks: Any) -> None:
@@ -93,10 +94,13 @@ class ChecksumTable:
         return self._grids
 
     def _array(self, kind: str) -> Any:
+        if kind in self._arrays:
+            return self._arrays[kind]
         try:  # not group.array_keys(): listing warns about any stray object in the store
-            return self.group[PREFIX + kind]
+            self._arrays[kind] = self.group[PREFIX + kind]
         except KeyError:
             return None
+        return self._arrays[kind]
 
     def record(self, block: tuple[int, int], sums: dict[str, int] | None) -> None:
         """Remember the checksums a worker returned for ``block`` (flushed at commit)."""
@@ -123,8 +127,7 @@ class ChecksumTable:
             r0, r1 = ci * c[0], min((ci + 1) * c[0], self.grid[0])
             s0, s1 = cj * c[1], min((cj + 1) * c[1], self.grid[1])
             for kind, grid in self._grids.items():
-                arr = self.group[PREFIX + kind]
-                arr[r0:r1, s0:s1] = grid[r0:r1, s0:s1]
+                self._array(kind)[r0:r1, s0:s1] = grid[r0:r1, s0:s1]
 
 
 # --- checking ------------------------------------------------------------------------------

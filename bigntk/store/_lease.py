@@ -140,10 +140,11 @@ class StoreLease:
         raw = _sync(key.get(prototype=default_buffer_prototype()))
         return None if raw is None else json.loads(raw.to_bytes())
 
-    def read(self) -> dict | None:
+    def read(self, with_beat: bool = True) -> dict | None:
         """The current lease document (its ``heartbeat`` the latest one), or None if none.
 
-        An unreadable lease reads as a stale one.
+        An unreadable lease reads as a stale one. ``with_beat=False`` skips reading the
+        holder's heartbeat object (its token is in the document: enough to see a takeover).
         """
         try:
             doc = self._get_json(self._key)
@@ -153,7 +154,7 @@ class StoreLease:
             return None
         if not isinstance(doc, dict):
             return {"token": None, "heartbeat": 0, "ttl": 0}
-        if doc.get("token"):
+        if with_beat and doc.get("token"):
             try:
                 beat = self._get_json(self._beat_key(doc["token"]))
             except ValueError:  # torn: the lease's own time stands
@@ -247,7 +248,7 @@ class StoreLease:
         """
         if self.lost is None and self.token is not None:
             with self._lock:
-                current = self.read()
+                current = self.read(with_beat=False)
                 if current is None or current.get("token") != self.token:
                     self._lose(current)
         if self.lost is not None:
