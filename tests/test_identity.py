@@ -174,3 +174,28 @@ def test_probe_difference():
     assert probe_difference(a, {"ntk": [1.0, 2.0]}) == float("inf")
     assert probe_difference(a, {"nngp": [1.0, 2.0, -4.0]}) == float("inf")
     assert probe_difference(a, {"ntk": [1.0, float("nan"), -4.0]}) == float("inf")
+
+
+def test_probe_falls_back_only_when_its_compiler_options_are_refused(monkeypatch):
+    """The probe compiles without XLA's backend optimisations; a backend that refuses an
+    option gets its defaults (same values), any other compile error is raised."""
+    from bigntk.build import _compute
+
+    init_fn, f, _ = stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(2))
+    _, params = init_fn(jax.random.PRNGKey(0), (-1, 3))
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+
+    def probe():
+        return _compute.kernel_probe(
+            f, params, {}, ("ntk",), (-1,), (), 0, "jacobian_contraction", x, None
+        )
+
+    expected = probe()["ntk"]
+    monkeypatch.setattr(_compute, "_probe_options_refused", False)
+    monkeypatch.setattr(_compute, "_PROBE_COMPILE", {"xla_no_such_option_here": 0})
+    np.testing.assert_allclose(probe()["ntk"], expected, rtol=1e-6)
+    assert _compute._probe_options_refused  # refused once, not passed again
+
+    monkeypatch.setattr(_compute, "_probe_options_refused", False)
+    assert not _compute._probe_option_rejected(ValueError("shapes (3,) and (4,) differ"))
+    assert not _compute._probe_options_refused

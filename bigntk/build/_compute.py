@@ -8,6 +8,7 @@ The block's x1 rows are split over the devices of a ``jax.sharding.Mesh``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ from bigntk.empirical import (
 
 if TYPE_CHECKING:
     from bigntk.build._settings import KernelSettings
+
+logger = logging.getLogger(__name__)
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -65,9 +68,14 @@ def kernel_probe(
     kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, impl)
     call = jax.jit(lambda a, b, p: kernel_fn(a, b, tuple(kinds), p, **kwargs)._asdict())
     lowered = call.lower(x1, x2, params)
-    try:
-        compiled = lowered.compile(compiler_options=_PROBE_COMPILE)
-    except Exception:  # noqa: BLE001 - a backend without these options: its defaults
+    compiled = None
+    if not _probe_options_refused:
+        try:
+            compiled = lowered.compile(compiler_options=_PROBE_COMPILE)
+        except Exception as e:
+            if not _probe_option_rejected(e):
+                raise
+    if compiled is None:
         compiled = lowered.compile()
     out = compiled(x1, x2, params)
     return {kind: np.asarray(value) for kind, value in out.items()}
@@ -75,6 +83,19 @@ def kernel_probe(
 
 # XLA debug options for the probe's one run (generic options, not CPU-only)
 _PROBE_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+_probe_options_refused = False
+
+
+def _probe_option_rejected(error: BaseException) -> bool:
+    """Whether ``error`` is a backend refusing :data:`_PROBE_COMPILE`; if so, stop passing it
+    (the probe then compiles with the backend's defaults; any other error is the model's)."""
+    global _probe_options_refused
+    text = str(error)
+    if any(name in text for name in _PROBE_COMPILE) and "option" in text.lower():
+        logger.debug("This backend refuses the probe's compiler options (%s).", error)
+        _probe_options_refused = True
+        return True
+    return False
 
 
 def probe_values(kernels: dict[str, np.ndarray], entries: int = 512) -> dict[str, list[float]]:
