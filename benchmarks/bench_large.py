@@ -16,6 +16,10 @@ Ray, and reports:
   process before and after the build; builder efficiency = build rate / in-process
   rate, both in computed entries per second (every block of the plan counts its
   ``rows x cols`` entries, as a worker computes them; mirrors are not computed);
+* the workers' own timings (``BuildResult.worker_s``): the share of ``workers x wall``
+  they spent reading rows, computing and writing blocks (what the builder's overhead
+  leaves them, independent of the machine's speed), and one worker's rate of entries
+  while computing, to set against the in-process rate;
 * the driver's CPU time during the build (``time.process_time()``, all its threads,
   less the CPU time of this script's two monitoring threads) as a fraction of the
   build's wall time, and by thread (from ``/proc/self/task``, by thread name);
@@ -335,6 +339,12 @@ def main() -> None:
         "workers_total_peak_rss_mib": rss.workers_total / 2**20,
         "driver_cpu_per_block_ms": 1e3 * drv_cpu / max(1, result.computed),
         "driver_threads_cpu_s": threads,  # by thread name, 10 ms ticks, threads alive at the end
+        # the workers' own clocks (drift-free): their busy share of workers x wall, and
+        # each worker's compute rate while computing (vs the in-process rate below)
+        "workers": result.workers, "worker_s": result.worker_s,
+        "worker_busy": result.worker_busy,
+        "worker_compute_entries_per_s": computed_entries(n1, n2, block, symmetric)
+        / max(result.worker_s.get("compute", 0.0), 1e-9),
     }  # fmt: skip
 
     save(record, args.n)

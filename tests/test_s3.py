@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import socket
+import urllib.request
 
 import numpy as np
 import pytest
@@ -55,6 +56,11 @@ def s3():
     werkzeug.propagate = False
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # moto's buckets live in the process, not the server: a second server of this process
+    # (this module's tests split across xdist workers, then one module set up twice in
+    # one) starts with the first's buckets unless reset
+    reset = f"http://127.0.0.1:{port}/moto-api/reset"
+    urllib.request.urlopen(urllib.request.Request(reset, method="POST"), timeout=30).read()
     env = {
         "AWS_ACCESS_KEY_ID": "bigntk-test",
         "AWS_SECRET_ACCESS_KEY": "bigntk-test-secret",

@@ -62,6 +62,9 @@ def test_grouped_tasks_give_the_same_store_bit_for_bit(tmp_path, monkeypatch, ta
     monkeypatch.setattr(_scheduler, "_TASK_SECONDS", 0.0)  # one block per task
     single = faults.build(tmp_path / "single.zarr", delay=0, workers=1)
     assert single.computed == single.tasks == 21 and max(map(len, takes)) == 1
+    assert single.workers == 1 and set(single.worker_s) == {"read", "compute", "write"}
+    assert all(seconds > 0 for seconds in single.worker_s.values())
+    assert 0 < single.worker_busy <= 1 and single.worker_s["compute"] < single.wall_s
     takes.clear()
     monkeypatch.setattr(_scheduler, "_TASK_SECONDS", 1e3)  # as many as the queue allows
     grouped = faults.build(tmp_path / "grouped.zarr", delay=0, workers=1)

@@ -65,6 +65,11 @@ class BuildResult:
         entries: kernel entries (rows × columns) computed by this run.
         tasks: Ray tasks the blocks were sent in (several short blocks make one task;
             retried tasks count again).
+        workers: worker actors the build started with.
+        worker_s: seconds the workers spent on this run's blocks, by phase (``'read'``
+            the rows, ``'compute'`` the block, ``'write'`` it to the store), summed over
+            workers and blocks (blocks that failed or were lost are not counted): with
+            ``wall_s`` and ``workers``, how busy the workers were.
     """
 
     path: str
@@ -76,10 +81,18 @@ class BuildResult:
     workers_start_s: float
     entries: int
     tasks: int = 0
+    workers: int = 0
+    worker_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def entries_per_s(self) -> float:
         return self.entries / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def worker_busy(self) -> float:
+        """Share of the workers' time (``workers × wall_s``) spent on blocks (nan: none ran)."""
+        span = self.workers * self.wall_s
+        return sum(self.worker_s.values()) / span if span else float("nan")
 
     def summary(self) -> str:
         return (
@@ -119,8 +132,9 @@ def run_blocks(
     show = progress and sys.stderr.isatty()
     bar = tqdm(total=plan.num_blocks, initial=skipped, unit="block", disable=not show,
                desc="bigntk build", dynamic_ncols=True)  # fmt: skip
-    computed = entries = tasks = 0
+    computed = entries = tasks = workers = 0
     workers_start_s = 0.0
+    worker_s: dict[str, float] = {}
     if pending:
         new_actor = _actor_factory(store, model, sources, placement)
         settings = _resolve_auto(store, settings, new_actor, pending[0])
@@ -131,7 +145,7 @@ def run_blocks(
             workers_start_s = time.perf_counter() - start
             schedule = _Schedule(store, done, pending, pool, bar, skipped)
             computed, entries = schedule.run()
-            tasks = schedule.submitted
+            tasks, workers, worker_s = schedule.submitted, len(infos), schedule.worker_s
             store.update_meta(
                 timings={
                     "last_run_s": time.perf_counter() - start,
@@ -146,7 +160,7 @@ def run_blocks(
     bar.close()
     wall_s = time.perf_counter() - start
     result = BuildResult(store.path, plan.num_blocks, computed, skipped, wall_s, ray_start_s,
-                         workers_start_s, entries, tasks)  # fmt: skip
+                         workers_start_s, entries, tasks, workers, worker_s)  # fmt: skip
     (tqdm.write if show else logger.info)(result.summary())
     return result
 
@@ -276,6 +290,7 @@ class _Schedule:
         self.to_commit: list[tuple[int, int]] = []
         self.started = self.last_commit = time.perf_counter()
         self.computed = self.entries = 0
+        self.worker_s = dict.fromkeys(("read", "compute", "write"), 0.0)
 
     def run(self) -> tuple[int, int]:
         """Run every pending block: ``(blocks computed, kernel entries computed)``."""
@@ -354,6 +369,8 @@ class _Schedule:
         self.singles.discard(block)
         self.done[block] = True
         self.store.checksums.record(block, stats.get("checksums"))
+        for phase in self.worker_s:
+            self.worker_s[phase] += stats.get(f"{phase}_s", 0.0)
         self.to_commit.append(block)
         self.computed += 1
         self.entries += _entries(self.plan, block)
