@@ -13,7 +13,7 @@ from bigntk.build._describe import plan_layout as plan_layout
 from bigntk.build._describe import resolve_vmap_axes as resolve_vmap_axes
 from bigntk.build._driver import build_kernel as build_kernel
 from bigntk.build._resources import WorkerResources as WorkerResources
-from bigntk.build._scheduler import BuildResult as BuildResult
+from bigntk.build._result import BuildResult as BuildResult
 from bigntk.build._spec import KINDS as KINDS
 from bigntk.build._verify import Check as Check
 from bigntk.build._verify_store import VerifyReport as VerifyReport

@@ -23,7 +23,8 @@ from bigntk.build._data import Source, as_source
 from bigntk.build._describe import describe_build
 from bigntk.build._failures import store_full_errors
 from bigntk.build._resources import WorkerResources
-from bigntk.build._scheduler import BuildResult, run_blocks
+from bigntk.build._result import BuildResult
+from bigntk.build._scheduler import run_blocks
 from bigntk.build._spec import canonical_kinds, worker_platform
 from bigntk.empirical import DEFAULT_NTK_IMPLEMENTATION
 from bigntk.errors import BigNTKError, BuildInputError
