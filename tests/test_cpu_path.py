@@ -57,7 +57,7 @@ def _record_compiles(monkeypatch):
 def _restore(monkeypatch):
     monkeypatch.delenv(cpu_path.ENV, raising=False)
     monkeypatch.delenv(cpu_path.TRIAL_ENV, raising=False)
-    monkeypatch.setattr(process_cache(), "cpu_options_refused", False)
+    monkeypatch.setattr(process_cache(), "refused_options", set())
 
 
 def test_the_rule_reads_convolutions_off_the_program():
@@ -265,7 +265,7 @@ def test_an_xla_that_refuses_the_option_falls_back_to_its_defaults(monkeypatch):
     f, params, x1, x2 = _cnn32()
     fn = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=SD)
     got = fn(x1, x2, params)
-    assert process_cache().cpu_options_refused
+    assert cpu_path.YNN_FUSION_TYPE in process_cache().refused_options
     assert cpu_path.paths("cpu") == ()  # not tried again in this process
     expected = nt.empirical_ntk_fn(f, vmap_axes=0, implementation=JC)(x1, x2, params)
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-5)

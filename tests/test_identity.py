@@ -17,6 +17,8 @@ from bigntk import stax
 from bigntk.build._data import MemorySource, NpySource
 from bigntk.build._identity import params_fingerprint, program_fingerprint
 from bigntk.build._spec import canonical_kinds, canonical_vmap_axes, output_axes
+from bigntk.empirical._planning import process_cache
+from bigntk.empirical._planning._cpu_path import note_refusal
 from bigntk.errors import BuildInputError
 from bigntk.store import probe_difference
 
@@ -191,11 +193,12 @@ def test_probe_falls_back_only_when_its_compiler_options_are_refused(monkeypatch
         )
 
     expected = probe()["ntk"]
-    monkeypatch.setattr(_compute, "_probe_options_refused", False)
+    monkeypatch.setattr(process_cache(), "refused_options", set())
     monkeypatch.setattr(_compute, "_PROBE_COMPILE", {"xla_no_such_option_here": 0})
     np.testing.assert_allclose(probe()["ntk"], expected, rtol=1e-6)
-    assert _compute._probe_options_refused  # refused once, not passed again
+    assert process_cache().refused_options == {"xla_no_such_option_here"}  # not passed again
 
-    monkeypatch.setattr(_compute, "_probe_options_refused", False)
-    assert not _compute._probe_option_rejected(ValueError("shapes (3,) and (4,) differ"))
-    assert not _compute._probe_options_refused
+    opts = {"xla_backend_optimization_level": 0}
+    assert not note_refusal(ValueError("shapes (3,) and (4,) differ"), opts)
+    assert not note_refusal(ValueError("xla_backend_optimization_level"), {})
+    assert process_cache().refused_options == {"xla_no_such_option_here"}

@@ -8,7 +8,6 @@ The block's x1 rows are split over the devices of a ``jax.sharding.Mesh``
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,13 +19,12 @@ from bigntk.empirical import (
     NtkImplementation,
     as_implementation,
     compile_by_rule,
+    compile_with_options,
     empirical_kernel_fn,
 )
 
 if TYPE_CHECKING:
     from bigntk.build._settings import KernelSettings
-
-logger = logging.getLogger(__name__)
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -67,35 +65,14 @@ def kernel_probe(
         impl = NtkImplementation.JACOBIAN_CONTRACTION
     kernel_fn = empirical_kernel_fn(f, trace_axes, diagonal_axes, vmap_axes, impl)
     call = jax.jit(lambda a, b, p: kernel_fn(a, b, tuple(kinds), p, **kwargs)._asdict())
-    lowered = call.lower(x1, x2, params)
-    compiled = None
-    if not _probe_options_refused:
-        try:
-            compiled = lowered.compile(compiler_options=_PROBE_COMPILE)
-        except Exception as e:
-            if not _probe_option_rejected(e):
-                raise
-    if compiled is None:
-        compiled = lowered.compile()
+    compiled = compile_with_options(call.lower(x1, x2, params), _PROBE_COMPILE)
     out = compiled(x1, x2, params)
     return {kind: np.asarray(value) for kind, value in out.items()}
 
 
-# XLA debug options for the probe's one run (generic options, not CPU-only)
+# XLA debug options for the probe's one run (generic options, not CPU-only; a backend that
+# refuses them compiles with its defaults: ``bigntk.empirical.compile_with_options``)
 _PROBE_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-_probe_options_refused = False
-
-
-def _probe_option_rejected(error: BaseException) -> bool:
-    """Whether ``error`` is a backend refusing :data:`_PROBE_COMPILE`; if so, stop passing it
-    (the probe then compiles with the backend's defaults; any other error is the model's)."""
-    global _probe_options_refused
-    text = str(error)
-    if any(name in text for name in _PROBE_COMPILE) and "option" in text.lower():
-        logger.debug("This backend refuses the probe's compiler options (%s).", error)
-        _probe_options_refused = True
-        return True
-    return False
 
 
 def probe_values(kernels: dict[str, np.ndarray], entries: int = 512) -> dict[str, list[float]]:

@@ -22,6 +22,7 @@ from bigntk.empirical._implementation import get_implementation as get_implement
 from bigntk.empirical._ntk_vp_fn import empirical_ntk_vp_fn as empirical_ntk_vp_fn
 from bigntk.empirical._planning import KernelPlan as KernelPlan
 from bigntk.empirical._planning import compile_by_rule as compile_by_rule
+from bigntk.empirical._planning import compile_with_options as compile_with_options
 from bigntk.empirical._planning import cpu_compiler_options as cpu_compiler_options
 from bigntk.empirical._reference import reference_kernels as reference_kernels
 from bigntk.empirical._trees import SplitParams as SplitParams
@@ -35,6 +36,7 @@ __all__ = [
     "as_implementation",
     "axes_spec",
     "compile_by_rule",
+    "compile_with_options",
     "cpu_compiler_options",
     "empirical_kernel_fn",
     "empirical_nngp_fn",

@@ -9,7 +9,8 @@ The door of the planning machinery for the rest of ``bigntk.empirical``:
   behind ``jax.jit``;
 * ``_memory`` (the budget, :func:`check_budget`, chunks that fit it),
   ``_timing`` (trials and predictions), ``_cpu_path`` (the XLA:CPU path,
-  :func:`compile_by_rule`, :func:`cpu_compiler_options`), ``_records`` (measured
+  :func:`compile_by_rule`, :func:`compile_with_options`,
+  :func:`cpu_compiler_options`), ``_records`` (measured
   decisions on disk, ``BIGNTK_CACHE_DIR``);
 * :func:`process_cache` (``_cache``): the one object holding what planning
   remembers for the whole process.
@@ -20,6 +21,7 @@ from bigntk.empirical._planning._cache import process_cache as process_cache
 from bigntk.empirical._planning._compiled import Compiled as Compiled
 from bigntk.empirical._planning._compiled import shapes_only as shapes_only
 from bigntk.empirical._planning._cpu_path import compile_by_rule as compile_by_rule
+from bigntk.empirical._planning._cpu_path import compile_with_options as compile_with_options
 from bigntk.empirical._planning._cpu_path import cpu_compiler_options as cpu_compiler_options
 from bigntk.empirical._planning._kernel_plan import KernelPlan as KernelPlan
 from bigntk.empirical._planning._memory import check_budget as check_budget

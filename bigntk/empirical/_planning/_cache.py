@@ -7,8 +7,8 @@ kernel function is only what the process learns about its JAX and machine:
 
 * ``calibration``: how far XLA's cost-analysis predictions were from measured
   times, per device kind and implementation (``_timing.calibrate``);
-* ``cpu_options_refused``: the installed XLA refused the CPU path's compiler
-  option once, so it is never passed again (``_cpu_path``).
+* ``refused_options``: the compiler options the installed XLA refused once, so
+  that they are never passed again (``_cpu_path.compile_with_options``).
 
 Measured decisions that later processes reuse are kept on disk instead
 (``_records``, ``BIGNTK_CACHE_DIR``).
@@ -26,11 +26,11 @@ class PlanningCache:
     Attributes:
         calibration: ``(device kind, int(implementation)) -> (sum, count)`` of
             ``log(measured / predicted)`` seconds.
-        cpu_options_refused: True once XLA refused the ``'xla'`` path's option.
+        refused_options: names of the compiler options XLA refused in this process.
     """
 
     calibration: dict[tuple[str, int], tuple[float, int]] = dataclasses.field(default_factory=dict)
-    cpu_options_refused: bool = False
+    refused_options: set[str] = dataclasses.field(default_factory=set)
 
 
 _PROCESS = PlanningCache()

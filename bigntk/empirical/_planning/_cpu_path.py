@@ -34,7 +34,8 @@ compiles the same program (and resumed builds stay bit-identical).
   and is left alone, as is everything with ``BIGNTK_XLA_CPU_PATH=default``;
   ``BIGNTK_XLA_CPU_PATH=xla`` forces the other path.
 * If the installed XLA does not know the option, it is dropped for the rest of
-  the process (``process_cache().cpu_options_refused``, one debug log line) and
+  the process (:func:`compile_with_options`, which any caller passing compiler
+  options uses: ``process_cache().refused_options``, one debug log line) and
   XLA's defaults apply.
 """
 
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -89,14 +90,15 @@ def trial_wanted() -> bool:
 
 def options(path: str | None) -> dict[str, str] | None:
     """The compiler options of ``path`` (None: XLA's defaults)."""
-    return None if path is None or process_cache().cpu_options_refused else _OPTIONS[path]
+    opts = None if path is None else _OPTIONS[path]
+    return None if opts is None or refused(opts) else opts
 
 
 def paths(platform: str) -> tuple[str, ...]:
     """The paths to choose from on ``platform``, the rule's first; () where there is no choice."""
     if (
         platform != "cpu"
-        or process_cache().cpu_options_refused
+        or refused(_OPTIONS["xla"])
         or YNN_FUSION_TYPE in os.environ.get("XLA_FLAGS", "")
     ):
         return ()
@@ -142,23 +144,41 @@ def other_paths(platform: str, path: str | None) -> tuple[str, ...]:
 
 def compile_lowered(lowered: Any, path: str | None) -> Any:
     """``lowered.compile()`` for ``path`` (None or ``'default'``: XLA's defaults)."""
-    opts = options(path)
-    if opts is not None:
+    return compile_with_options(lowered, options(path))
+
+
+def compile_with_options(lowered: Any, opts: Mapping[str, Any] | None) -> Any:
+    """``lowered.compile(compiler_options=opts)``, or with the backend's defaults where it
+    refuses one of ``opts``.
+
+    A refusal (an error that names one of the options) is remembered for the process
+    (``process_cache().refused_options``): those options are not passed again. Any other
+    compile error is raised.
+    """
+    if opts and not refused(opts):
         try:
-            return lowered.compile(compiler_options=opts)
+            return lowered.compile(compiler_options=dict(opts))
         except Exception as e:
-            if not _is_option_rejected(e):
+            if not note_refusal(e, opts):
                 raise
     return lowered.compile()
 
 
-def _is_option_rejected(error: BaseException) -> bool:
-    """Whether ``error`` is XLA refusing :data:`YNN_FUSION_TYPE`; if so, stop passing it."""
-    if YNN_FUSION_TYPE in str(error) and "option" in str(error).lower():
-        logger.debug("This XLA refuses %s (%s); using its defaults.", YNN_FUSION_TYPE, error)
-        process_cache().cpu_options_refused = True
-        return True
-    return False
+def refused(opts: Mapping[str, Any]) -> bool:
+    """Whether the backend refused one of ``opts`` earlier in this process."""
+    return not process_cache().refused_options.isdisjoint(opts)
+
+
+def note_refusal(error: BaseException, opts: Mapping[str, Any]) -> bool:
+    """Whether ``error`` is the backend refusing one of ``opts`` (the error names it and
+    speaks of an option); if so, remember it so that it is not passed again."""
+    text = str(error)
+    named = [name for name in opts if name in text]
+    if not named or "option" not in text.lower():
+        return False
+    logger.debug("This XLA refuses %s (%s); using its defaults.", ", ".join(named), error)
+    process_cache().refused_options.update(named)
+    return True
 
 
 class PathJit:
@@ -188,6 +208,6 @@ class PathJit:
             if "compiler_options" not in str(e):
                 raise
         except Exception as e:
-            if not _is_option_rejected(e):
+            if not note_refusal(e, opts):
                 raise
         return self.plain(*args, **kwargs)
