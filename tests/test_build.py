@@ -1,6 +1,7 @@
 """The builder end to end on a real local Ray cluster and a Zarr store on disk."""
 
 import functools
+import logging
 import os
 import pathlib
 import signal
@@ -329,15 +330,25 @@ def test_auto_in_the_block_kernel_is_timed_on_concrete_rows_not_predicted(diagon
     assert "(estimate)" not in decisions[0]
 
 
-def test_auto_is_decided_once_per_store_and_a_resume_reuses_it(tmp_path):
-    """Every block of an AUTO build uses one implementation, recorded in the store."""
+def test_auto_is_decided_once_per_store_and_a_resume_reuses_it(tmp_path, caplog):
+    """Every block of an AUTO build uses one implementation, recorded in the store; the
+    worker that timed it computes blocks too, with the program an explicit build runs."""
     f, params = bm.mlp()
     x = bm.data(14, seed=3)
     path = str(tmp_path / "k.zarr")
-    nt.build_kernel(f, params, x, path=path, block_size=8, progress=False, implementation=0)
+    with caplog.at_level(logging.INFO, logger="bigntk.build._scheduler"):
+        nt.build_kernel(f, params, x, path=path, block_size=8, progress=False, implementation=0)
     store = StoreWriter.open(path)
     chosen = store.meta["auto_implementation"]
     assert chosen in (1, 2, 3)
+    decided = [r.getMessage() for r in caplog.records if "AUTO chose" in r.getMessage()]
+    pids = {w["pid"] for w in store.meta["timings"]["workers"]}
+    assert len(decided) == 1 and any(f"worker pid {p}," in decided[0] for p in pids), decided
+    explicit = str(tmp_path / "explicit.zarr")
+    nt.build_kernel(f, params, x, path=explicit, block_size=8, progress=False,
+                    implementation=chosen)  # fmt: skip
+    np.testing.assert_array_equal(nt.open_kernel(path).compute(),
+                                  nt.open_kernel(explicit).compute())  # fmt: skip
     # pretend the first run chose another implementation, and lose every block
     other = 2 if chosen != 2 else 1
     store.update_meta(auto_implementation=other)

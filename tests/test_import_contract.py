@@ -150,10 +150,14 @@ def test_no_module_is_over_400_lines():
     [
         ("bigntk", ("ray", "zarr", "dask", "scipy", "xarray")),
         ("bigntk.empirical", ("ray", "zarr", "dask", "bigntk.build", "bigntk.store")),
+        # a build's worker process: Dask (and the xarray and pandas it imports) is the
+        # reader's, ~1 s of every worker's start
+        ("bigntk.build._worker", ("dask", "xarray", "pandas")),
     ],
 )
 def test_import_loads_only_what_it_uses(module, absent):
-    """``import bigntk`` loads JAX and the kernel functions, not the builder's libraries."""
+    """``import bigntk`` loads JAX and the kernel functions, not the builder's libraries; a
+    build's worker does not load the reader's."""
     code = f"import sys, {module}; print([m for m in {absent!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", f"import {module} loaded {out.stdout.strip()}"

@@ -1,8 +1,8 @@
 """The one worker-retry policy: Ray actors started, replaced when they die, deaths counted.
 
 A :class:`WorkerPool` holds the actors made by one factory. It starts them
-and waits until each answers (:meth:`WorkerPool.start`), asks a throwaway
-actor one question (:meth:`WorkerPool.ask_once`, the AUTO timing), replaces
+and waits until each answers (:meth:`WorkerPool.start`), asks a first
+actor one question (:meth:`WorkerPool.ask_one`, the AUTO timing), replaces
 an actor that died (:meth:`WorkerPool.replace`), and counts a death against
 the block it was running (:meth:`WorkerPool.count_death`; never a guess): a block that
 kills ``max_deaths`` workers stops the build with
@@ -59,15 +59,20 @@ class WorkerPool:
         self.deaths: dict[tuple[int, int], int] = {}
         self.failures: dict[tuple[int, int], int] = {}
 
-    def start(self, count: int, tries: int = START_TRIES) -> list[dict[str, Any]]:
+    def start(
+        self, count: int, tries: int = START_TRIES, first: Any = None
+    ) -> list[dict[str, Any]]:
         """Start ``count`` actors and wait until each answers ``info()``; their answers.
 
-        An actor that dies while starting (killed, out of memory) is replaced, up
-        to ``tries`` times; then :class:`~bigntk.errors.WorkerStartError`.
+        ``first``: an actor already running (the one :meth:`ask_one` kept), taken as
+        the first of the ``count``. An actor that dies while starting (killed, out of
+        memory) is replaced, up to ``tries`` times; then
+        :class:`~bigntk.errors.WorkerStartError`.
         """
         import ray
 
-        self.actors = [self._new_actor() for _ in range(count)]
+        self.actors = [first] if first is not None else []
+        self.actors += [self._new_actor() for _ in range(count - len(self.actors))]
         try:
             return self._answers("info", (), tries, "A worker died while starting (%s); "
                                  "starting another.")  # fmt: skip
@@ -78,17 +83,24 @@ class WorkerPool:
                 "the same build again to resume."
             ) from e
 
-    def ask_once(self, method: str, *args: Any, warning: str, tries: int = START_TRIES) -> Any:
-        """``method(*args)`` on a throwaway actor, replaced if it dies (``tries`` times at most).
+    def ask_one(
+        self, method: str, *args: Any, warning: str, tries: int = START_TRIES
+    ) -> tuple[Any, Any]:
+        """``(answer, actor)``: ``method(*args)`` asked of one new actor, replaced if it dies
+        (``tries`` times at most), and the actor that answered, left running for the
+        caller (who kills it or hands it to :meth:`start`).
 
-        Each death is logged with ``warning`` (``%s``: the cause). The actor is
-        killed afterwards; after ``tries`` deaths Ray's ``RayActorError`` is raised.
+        Each death is logged with ``warning`` (``%s``: the cause); after ``tries``
+        deaths Ray's ``RayActorError`` is raised (no actor is left running).
         """
         self.actors = [self._new_actor()]
         try:
-            return self._answers(method, args, tries, warning)[0]
-        finally:
+            answer = self._answers(method, args, tries, warning)[0]
+        except BaseException:
             self.close()
+            raise
+        actor, self.actors = self.actors[0], []
+        return answer, actor
 
     def _answers(self, method: str, args: tuple, tries: int, warning: str) -> list:
         """Each actor's answer to ``method(*args)``; one that dies is replaced and asked again."""

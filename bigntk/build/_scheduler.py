@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from bigntk.build._data import MemorySource, Source
-from bigntk.build._pool import WorkerPool
+from bigntk.build._pool import WorkerPool, kill
 from bigntk.build._resources import Placement
 from bigntk.build._result import BuildResult
 from bigntk.build._settings import KernelSettings
@@ -86,11 +86,11 @@ def run_blocks(
     worker_s: dict[str, float] = {}
     if pending:
         new_actor = _actor_factory(store, model, sources, placement)
-        settings = _resolve_auto(store, settings, new_actor, pending[0])
+        settings, first = _resolve_auto(store, settings, new_actor, pending[0])
         kept = lambda: f"the {int(done.sum())} committed blocks are kept in {store.path}"  # noqa: E731
         pool = WorkerPool(functools.partial(new_actor, settings), max_deaths, kept)
         try:
-            infos = pool.start(min(placement.workers, len(pending)))  # all ready
+            infos = pool.start(min(placement.workers, len(pending)), first=first)  # all ready
             workers_start_s = time.perf_counter() - start
             schedule = _Schedule(store, done, pending, pool, bar, skipped)
             computed, entries = schedule.run()
@@ -140,25 +140,42 @@ def _actor_factory(
 
 def _resolve_auto(
     store: StoreWriter, settings: KernelSettings, new_actor: Callable, block: tuple[int, int]
-) -> KernelSettings:
-    """Settings with AUTO replaced by one implementation for the whole build.
+) -> tuple[KernelSettings, Any]:
+    """``(settings, worker)``: the settings with AUTO replaced by one implementation for the
+    whole build, and the worker that timed it (None if none did), kept to compute blocks.
 
     Timings vary between runs, so AUTO is decided once per store: by one worker,
     timed on a pending block, and recorded in the store's attributes
     (``auto_implementation``), where a resumed build reads it back. Every block
     is therefore computed by the same implementation, and a resumed build equals
-    an uninterrupted one bit for bit.
+    an uninterrupted one bit for bit. The worker that timed it then remakes its
+    kernel program from the decided settings (``BlockWorker.adopt``), as every
+    other worker's is made.
     """
+    import ray
+
     if not settings.auto:
-        return settings
+        return settings, None
     chosen = store.meta.get("auto_implementation")
-    if chosen is None:
-        probe = WorkerPool(functools.partial(new_actor, settings))
-        chosen = probe.ask_once("choose", *map(int, block), warning="The worker timing AUTO's "
-                                "candidates died (%s); trying another one.")  # fmt: skip
+    if chosen is not None:
+        return settings.decided(chosen), None
+    probe = WorkerPool(functools.partial(new_actor, settings))
+    chosen, worker = probe.ask_one("choose", *map(int, block), warning="The worker timing "
+                                   "AUTO's candidates died (%s); trying another one.")  # fmt: skip
+    decided, name = settings.decided(chosen), NtkImplementation(chosen).name
+    try:
         store.update_meta(auto_implementation=chosen)
-        logger.info("AUTO chose %s for this build.", NtkImplementation(chosen).name)
-    return settings.decided(chosen)
+        pid = ray.get(worker.adopt.remote(decided))["pid"]
+    except ray.exceptions.RayActorError:
+        kill(worker)  # died after answering: the pool starts another
+        logger.info("AUTO chose %s for this build.", name)
+        return decided, None
+    except BaseException:
+        kill(worker)
+        raise
+    logger.info("AUTO chose %s for this build (timed by worker pid %d, which computes "
+                "blocks too).", name, pid)  # fmt: skip
+    return decided, worker
 
 
 def _entries(plan, block: tuple[int, int]) -> int:

@@ -41,6 +41,7 @@ class BlockWorker:
 
             model = ray.get(model[0])
         f, params, kwargs = model
+        self.model, self.settings = (f, params, kwargs), settings
         self.kernel = BlockKernel.from_settings(f, params, kwargs, settings)
         self.store = StoreWriter.open(path)
         self.x1, self.x2 = x1, x2 if x2 is not None else x1
@@ -60,6 +61,18 @@ class BlockWorker:
             "jax": jax.__version__,
             "xla_env": {k: v for k, v in os.environ.items() if k.startswith("XLA_PYTHON_CLIENT")},
         }
+
+    def adopt(self, settings: KernelSettings) -> dict[str, Any]:
+        """Compute with ``settings`` from now on (the build's, once :meth:`choose` decided
+        AUTO); :meth:`info`. The kernel program is made anew from them, as a new worker's
+        is, so the worker that timed AUTO computes blocks too instead of being replaced
+        (one process start and import fewer per build)."""
+        if settings != self.settings:
+            start = time.perf_counter()
+            self.kernel = BlockKernel.from_settings(*self.model, settings)
+            self.settings = settings
+            self.setup_s += time.perf_counter() - start
+        return self.info()
 
     def choose(self, bi: int, bj: int) -> int:
         """AUTO's implementation for this build, timed on block ``(bi, bj)`` here."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import zarr
 
@@ -22,6 +21,9 @@ from bigntk.store._layout import (
 from bigntk.store._packed import packed_arrays
 from bigntk.store._paths import is_local, lease_only, local_path, path_exists
 from bigntk.store._symmetric import SymmetricArray, read_block, symmetric_dask
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 
 class KernelStore:
@@ -184,6 +186,8 @@ def open_kernel(
     Raises:
         IncompleteKernelError: blocks are missing and ``allow_incomplete`` is False.
     """
+    import dask.array as da  # here: the builder's workers and the solver's actors need no Dask
+
     store = KernelStore.open(path)
     if kind not in store.kinds:
         raise KeyError(

@@ -16,15 +16,15 @@ chunk on disk.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
-from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
 
 from bigntk.store._layout import Plan
 from bigntk.store._packed import unpack, unpack_chunk
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 
 def symmetric_dask(array: Any, plan: Plan, perm: tuple[int, ...], packed: Any = None) -> da.Array:
@@ -34,6 +34,10 @@ def symmetric_dask(array: Any, plan: Plan, perm: tuple[int, ...], packed: Any = 
     10^6 rows in blocks of 2048, builds in about a second). ``packed``: format 3's
     ``diagonal_<kind>`` array, whose chunks the diagonal blocks are unpacked from.
     """
+    import dask.array as da  # here: the workers that import the store need no Dask
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
     src = da.from_zarr(array)
     sources = [src] if packed is None else [src, da.from_zarr(packed)]
     name = "bigntk-symmetric-" + tokenize(*(s.name for s in sources), perm)
