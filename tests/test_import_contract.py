@@ -153,6 +153,7 @@ def test_no_module_is_over_400_lines():
         # a build's worker process: Dask (and the xarray and pandas it imports) is the
         # reader's, ~1 s of every worker's start
         ("bigntk.build._worker", ("dask", "xarray", "pandas")),
+        ("bigntk.solve", ("dask", "xarray", "pandas")),  # and the solver's actors
     ],
 )
 def test_import_loads_only_what_it_uses(module, absent):

@@ -13,20 +13,35 @@ preconditioner needs (diagonal blocks, a few columns) are read on their own.
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 
 from bigntk.errors import KernelShapeError
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 #: Rows per block-Jacobi block for in-memory kernels (Dask kernels use their chunks).
 DEFAULT_BLOCK = 512
 
 
+def is_dask(value: Any) -> bool:
+    """Whether ``value`` is a Dask array. Dask is not imported here: where it was never
+    imported there is none (the solver's actors, on NumPy blocks, start without it)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(value, module.Array)
+
+
+def array_module(value: Any) -> Any:
+    """``dask.array`` for a Dask array, else NumPy."""
+    return sys.modules["dask.array"] if is_dask(value) else np
+
+
 def as_kernel(value: Any, name: str) -> np.ndarray | da.Array:
     """``value`` as a NumPy or Dask array of floats; anything array-like is converted."""
-    if isinstance(value, da.Array):
+    if is_dask(value):
         array = value
     else:
         try:
@@ -66,7 +81,7 @@ def _flatten_columns(kernel, n_rows: int, k: int):
     """A ``(n_rows, n, k, k)`` kernel as the ``(n_rows * k, n * k)`` matrix (same library)."""
     if k == 1 and kernel.ndim == 2:
         return kernel
-    lib = da if isinstance(kernel, da.Array) else np
+    lib = array_module(kernel)
     return lib.transpose(kernel, (0, 2, 1, 3)).reshape(n_rows * k, -1)
 
 
@@ -94,7 +109,7 @@ class KernelOperator:
         self.size = self.n * self.k
         self.shift = float(shift)
         self.passes = 0
-        self.is_dask = isinstance(kernel, da.Array)
+        self.is_dask = is_dask(kernel)
         self.shape, self.ndim = tuple(kernel.shape), kernel.ndim
 
     def block_bounds(self, block_size: int | None = None) -> list[tuple[int, int]]:
@@ -138,7 +153,9 @@ def apply_kernel(kernel: np.ndarray | da.Array, v: np.ndarray, k: int) -> np.nda
     ``(m*k, r)`` float64. A Dask kernel is contracted chunk by chunk, never materialised."""
     m, n = kernel.shape[:2]
     r = v.shape[1]
-    if isinstance(kernel, da.Array):
+    if is_dask(kernel):
+        import dask.array as da
+
         kernel = kernel.astype(np.float64)
         if k == 1 and kernel.ndim == 2:
             rhs = da.from_array(v, chunks=(kernel.chunks[1], r))

@@ -14,14 +14,20 @@ import os
 import time
 from typing import Any, NamedTuple
 
-import dask.array as da
 import numpy as np
 
 from bigntk.errors import KernelShapeError
 from bigntk.solve._cg import initial_state, pcg
 from bigntk.solve._checkpoint import for_fit
 from bigntk.solve._distributed import DistributedKernel, as_operator
-from bigntk.solve._operator import KernelOperator, apply_kernel, as_kernel, output_size
+from bigntk.solve._operator import (
+    KernelOperator,
+    apply_kernel,
+    array_module,
+    as_kernel,
+    is_dask,
+    output_size,
+)
 from bigntk.solve._precondition import make_preconditioner, not_positive_definite
 from bigntk.store import open_kernel
 
@@ -162,21 +168,21 @@ def _test_diagonal(kernel, m: int, k: int) -> np.ndarray:
     diag_shape = (m,) if k == 1 else (m, k, k)
     full_shape = (m, m) if k == 1 else (m, m, k, k)
     if shape == full_shape:
-        lib = da if isinstance(kernel, da.Array) else np
+        lib = array_module(kernel)
         kernel = lib.moveaxis(lib.diagonal(kernel, axis1=0, axis2=1), -1, 0)
     elif shape != diag_shape:
         raise KernelShapeError(
             f"k_test_test must be the test diagonal {diag_shape} or the full test-test kernel "
             f"{full_shape} for m = {m} test examples, got {shape}."
         )
-    if isinstance(kernel, da.Array):
+    if is_dask(kernel):
         kernel = kernel.compute()
     return np.asarray(kernel, dtype=np.float64)
 
 
 def _targets(y: Any, op: KernelOperator) -> tuple[np.ndarray, tuple[int, ...]]:
     """``y`` as ``(n*k, r)`` float64, and its original shape."""
-    y = np.asarray(y.compute() if isinstance(y, da.Array) else y, dtype=np.float64)
+    y = np.asarray(y.compute() if is_dask(y) else y, dtype=np.float64)
     if op.k == 1:
         ok, want = y.ndim in (1, 2) and y.shape[0] == op.n, f"({op.n},) or ({op.n}, r)"
     else:
