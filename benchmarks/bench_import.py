@@ -2,13 +2,14 @@
 
 Usage::
 
-    python benchmarks/bench_import.py [--runs 9] [--tree PATH ...]
+    python benchmarks/bench_import.py [--runs 9] [--tree PATH ...] [--module bigntk]
 
 Each ``--tree`` is a checkout of bigntk put first on ``PYTHONPATH`` (default: this
 checkout), so two commits compare side by side in one run, e.g. a worktree of the
 previous commit against this one. Prints one JSON line per tree: the median and
-minimum wall time of ``import bigntk`` (and of ``import jax`` alone, the floor), and
-the heavy libraries loaded by ``import bigntk``.
+minimum wall time of ``import bigntk`` (or of ``--module``, e.g.
+``bigntk.build._worker``, what a build's worker process imports, or ``bigntk.solve``,
+a solver actor's), of ``import jax`` alone (the floor), and the heavy libraries loaded.
 """
 
 from __future__ import annotations
@@ -51,16 +52,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     here = pathlib.Path(__file__).resolve().parents[1]
     parser.add_argument("--tree", action="append", type=pathlib.Path, default=None)
+    parser.add_argument("--module", default="bigntk")
     args = parser.parse_args()
     for tree in args.tree or [here]:
         jax_times, _ = time_import("jax", tree, args.runs)
-        times, loaded = time_import("bigntk", tree, args.runs)
+        times, loaded = time_import(args.module, tree, args.runs)
+        label = "bigntk" if args.module == "bigntk" else "module"
         print(
             json.dumps(
                 {
                     "tree": str(tree),
-                    "import_bigntk_median_s": round(statistics.median(times), 3),
-                    "import_bigntk_min_s": round(min(times), 3),
+                    **({"module": args.module} if label == "module" else {}),
+                    f"import_{label}_median_s": round(statistics.median(times), 3),
+                    f"import_{label}_min_s": round(min(times), 3),
                     "import_jax_median_s": round(statistics.median(jax_times), 3),
                     "loaded": loaded.split(","),
                     "runs": args.runs,
