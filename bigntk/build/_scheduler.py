@@ -163,18 +163,18 @@ def _resolve_auto(
     chosen, worker = probe.ask_one("choose", *map(int, block), warning="The worker timing "
                                    "AUTO's candidates died (%s); trying another one.")  # fmt: skip
     decided, name = settings.decided(chosen), NtkImplementation(chosen).name
+    timed_by = ""
     try:
         store.update_meta(auto_implementation=chosen)
         pid = ray.get(worker.adopt.remote(decided))["pid"]
+        timed_by = f" (timed by worker pid {pid}, which computes blocks too)"
     except ray.exceptions.RayActorError:
         kill(worker)  # died after answering: the pool starts another
-        logger.info("AUTO chose %s for this build.", name)
-        return decided, None
+        worker = None
     except BaseException:
         kill(worker)
         raise
-    logger.info("AUTO chose %s for this build (timed by worker pid %d, which computes "
-                "blocks too).", name, pid)  # fmt: skip
+    logger.info("AUTO chose %s for this build%s.", name, timed_by)
     return decided, worker
 
 

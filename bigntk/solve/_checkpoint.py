@@ -21,6 +21,7 @@ import numpy as np
 
 from bigntk.solve._cg import CGState
 from bigntk.solve._distributed import store_folder
+from bigntk.solve._operator import is_dask
 from bigntk.store import KernelStore
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def kernel_identity(kernel) -> str:
     the Dask graph name for a Dask array, a hash of the bytes for an in-memory array."""
     if hasattr(kernel, "spec_hash"):
         return f"store:{kernel.spec_hash}:{kernel.kind}"
-    if hasattr(kernel, "dask"):
+    if is_dask(kernel):
         return f"dask:{kernel.name}"
     array = np.ascontiguousarray(kernel)
     return f"array:{hashlib.sha256(array.view(np.uint8)).hexdigest()}"
