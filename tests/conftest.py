@@ -1,8 +1,21 @@
-"""Test settings: float64 available, strict rank promotion, 4 CPU devices."""
+"""Test settings: float64 available, strict rank promotion, 4 CPU devices, XLA's LLVM at -O0."""
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests check numbers, not speed (benchmarks/ do that), and most of their time is XLA
+# compiling small programs: LLVM at -O0 halves it (the NT golden tests: 37 -> 17 s).
+# The same programs run, only less optimised machine code; XLA keeps IEEE semantics
+# at every level. Set in os.environ before JAX's backend starts, so the processes the
+# tests start (Ray workers, notebooks, CLI runs) inherit it. BIGNTK_TEST_XLA_DEFAULTS=1
+# runs everything at XLA's defaults (the flag is also left out if XLA_FLAGS names a
+# level); test_empirical's test_every_implementation_at_xla_default_optimisation
+# checks every implementation against the oracle at the defaults, in a subprocess.
+_O0 = "--xla_backend_optimization_level=0"
+if os.environ.get("BIGNTK_TEST_XLA_DEFAULTS") != "1" and (
+    "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")
+):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_O0}".strip()
 
 import jax  # noqa: E402
 

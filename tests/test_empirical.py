@@ -1,6 +1,11 @@
 """Every NTK implementation and the NNGP against the float64 oracle."""
 
 import itertools
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +54,44 @@ def test_models_against_oracle(model, implementation, vmap_axes, x2_given, axes)
     nngp, ntk = oracle(f, params, x1, x2, trace_axes, diagonal_axes)
     assert_kernels_match(got.nngp, nngp)
     assert_kernels_match(got.ntk, ntk)
+
+
+_AT_XLA_DEFAULTS = textwrap.dedent(
+    """
+    import os
+    import tests.conftest  # x64 and strict ranks; BIGNTK_TEST_XLA_DEFAULTS=1: no -O0
+    assert "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")
+    import numpy as np
+    import bigntk as nt
+    from tests import models
+    from tests.oracle import oracle
+    from tests.test_empirical import IMPLEMENTATIONS, assert_kernels_match, to64
+
+    # a convolution (XLA's own kernels) and a pytree of dense layers (YNNPACK's)
+    for name in ("conv_image_out", "pytree_io"):
+        f, params, x1, x2 = models.ALL[name]()
+        params, x1, x2 = to64(params), to64(x1), to64(x2)
+        nngp, ntk = oracle(f, params, x1, x2)
+        for implementation, vmap_axes in zip(IMPLEMENTATIONS, (None, 0, None)):
+            kernel_fn = nt.empirical_kernel_fn(f, (-1,), (), vmap_axes, implementation)
+            got = kernel_fn(x1, x2, None, params)
+            assert_kernels_match(got.nngp, nngp)
+            assert_kernels_match(got.ntk, ntk)
+            print(name, implementation.name, vmap_axes, "ok")
+    """
+)
+
+
+def test_every_implementation_at_xla_default_optimisation():
+    """The suite compiles at LLVM -O0 (tests/conftest.py); users' programs at XLA's
+    defaults: every implementation against the oracle there too, in a fresh process."""
+    env = {**os.environ, "BIGNTK_TEST_XLA_DEFAULTS": "1", "JAX_PLATFORMS": "cpu"}
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", _AT_XLA_DEFAULTS], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count(" ok") == 2 * len(IMPLEMENTATIONS), run.stdout
 
 
 def _disjoint_axis_pairs(ndim):
