@@ -11,11 +11,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # runs everything at XLA's defaults (the flag is also left out if XLA_FLAGS names a
 # level); test_empirical's test_every_implementation_at_xla_default_optimisation
 # checks every implementation against the oracle at the defaults, in a subprocess.
-_O0 = "--xla_backend_optimization_level=0"
+XLA_O0 = "--xla_backend_optimization_level=0"
 if os.environ.get("BIGNTK_TEST_XLA_DEFAULTS") != "1" and (
     "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")
 ):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_O0}".strip()
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_O0}".strip()
 
 import jax  # noqa: E402
 

@@ -14,6 +14,7 @@ import pytest
 
 import bigntk as nt
 from tests import models
+from tests.conftest import XLA_O0
 from tests.oracle import oracle
 
 IMPLEMENTATIONS = [
@@ -61,7 +62,6 @@ _AT_XLA_DEFAULTS = textwrap.dedent(
     import os
     import tests.conftest  # x64 and strict ranks; BIGNTK_TEST_XLA_DEFAULTS=1: no -O0
     assert "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")
-    import numpy as np
     import bigntk as nt
     from tests import models
     from tests.oracle import oracle
@@ -86,7 +86,7 @@ def test_every_implementation_at_xla_default_optimisation():
     """The suite compiles at LLVM -O0 (tests/conftest.py); users' programs at XLA's
     defaults: every implementation against the oracle there too, in a fresh process."""
     env = {**os.environ, "BIGNTK_TEST_XLA_DEFAULTS": "1", "JAX_PLATFORMS": "cpu"}
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(XLA_O0, "")
     root = pathlib.Path(__file__).resolve().parents[1]
     run = subprocess.run([sys.executable, "-c", _AT_XLA_DEFAULTS], cwd=root, env=env,
                          capture_output=True, text=True, timeout=600)  # fmt: skip
